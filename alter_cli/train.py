@@ -278,6 +278,12 @@ def run_training(
     if resume and not (out_dir / STATE_DIR).is_dir():
         raise TrainingError(f"--resume: no checkpoint state in {str(out_dir)!r}")
 
+    # A second run in the same process (stage 1 then stage 2, tests) may change mixed precision:
+    # AcceleratorState is a process-wide singleton, so clear it (the distributed PartialState stays).
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         mixed_precision=tc.mixed_precision,
