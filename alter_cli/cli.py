@@ -149,13 +149,13 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
     from accelerate import PartialState
 
     from .data import TaskRegistry, parse_jsonl
-    from .train import run_training
+    from .train import launched_on_cpu, run_training
 
     if not cfg.data.train:
         fail("config: data.train: required for training")
     registry = TaskRegistry.from_config(cfg.tasks) if getattr(cfg, "tasks", None) else None
     text = read_text(Path(cfg.data.train), "data.train")
-    state = PartialState()
+    state = PartialState(cpu=launched_on_cpu())
     prepare_out_dir(out, resume, overwrite, state)
     examples = parse_jsonl(text, cfg.data.train, registry, cfg.data.fields) if registry is not None else None
     reporter = StepReporter(cfg.train.max_steps, sys.stdout.isatty() and state.is_main_process)
@@ -167,7 +167,8 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
     if state.is_main_process:
         write_run_files(out, cfg, reporter.records, {"stage": stage, **(extra_provenance or {})})
         alpha = " ".join(f"{k}={v:.3f}" for k, v in result.alpha.items())
-        typer.echo(f"stage {stage}: {result.steps} steps in {result.seconds:.1f} s, final loss "
+        typer.echo(f"stage {stage}: {result.steps} steps in {result.seconds:.1f} s on {result.num_processes} "
+                   f"process(es), final loss "
                    f"{result.final_loss if result.final_loss is None else round(result.final_loss, 4)}; "
                    f"alpha_own [{alpha}]; checkpoint {out}")
 

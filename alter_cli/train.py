@@ -86,6 +86,7 @@ class TrainResult:
     checkpoint: Path
     alpha: dict[str, float]
     seconds: float
+    num_processes: int = 1
 
 
 class _Progress:
@@ -100,6 +101,12 @@ class _Progress:
 
     def load_state_dict(self, d: dict[str, int]) -> None:
         self.step, self.micro_batches = int(d["step"]), int(d["micro_batches"])
+
+
+def launched_on_cpu() -> bool:
+    """True for a multi-process launch (WORLD_SIZE > 1) on a machine without CUDA: accelerate then
+    needs cpu=True to set up gloo DDP (MULTI_CPU); otherwise every process would think it is rank 0."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def build_stage1(cfg: Any) -> ModelBundle:
@@ -285,6 +292,7 @@ def run_training(
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     accelerator = Accelerator(
+        cpu=launched_on_cpu(),
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         mixed_precision=tc.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
@@ -387,4 +395,4 @@ def run_training(
             save(progress.step)
     save(progress.step)
     return TrainResult(progress.step, last_loss, out_dir, alpha_summary(raw, bundle.registry),
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, accelerator.num_processes)

@@ -123,11 +123,15 @@ def test_two_process_ddp_run_with_batches_missing_tasks(tiny_llama_dir, syntheti
                     log_every=1)
     cfg = _write_cfg(tmp_path / "c.yaml", d)
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # accelerate 1.x starts a single process for `--cpu --num_processes 2` unless mpirun is set up;
+    # `--multi_gpu` with no visible GPU starts 2 processes of DistributedType.MULTI_CPU (gloo DDP).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            "-m", "alter_cli", "train-stage1", str(cfg), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 3/3" in proc.stdout and proc.stdout.count("stage 1: 3 steps") == 1
+    assert "on 2 process(es)" in proc.stdout
+    assert {p.name for p in (out / "state").glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert json.loads((out / "adapter_config.json").read_text())["step"] == 3

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
-from .conftest import make_model
 
 from alter_cli.config import MTAConfig
 from alter_cli.data import TaskRegistry, TaskSpec, UnknownTaskError
 from alter_cli.inject import InjectError, add_shared_experts, attach_mta, is_mta_param, set_trainable
 from alter_cli.mta import mta_layers, task_context
+
+from .conftest import make_model
 
 REG = TaskRegistry([TaskSpec("a", "generate"), TaskSpec("b", "classify", ("x", "y")), TaskSpec("c", "generate")])
 
