@@ -267,3 +267,67 @@ def relax(model: LatticeModel, force_tol: float = 1e-9) -> RelaxResult:
         hessian_psd=bool(ev.min() >= -1e-8 * max(np.abs(ev).max(), 1e-300)),
         min_hessian_eigenvalue=float(ev.min()),
     )
+
+
+# ------------------------------------------------------------------ bands + DOS workflow
+@dataclass(frozen=True, eq=False)
+class PhononResult:
+    """Everything `moire phonons` reports. Frequencies in meV (negative = imaginary).
+
+    q_path (N_p, 2), path_frequencies (N_p, 2n), path_eigenvectors (N_p, 2n, 2n);
+    q_mesh (N_m, 2), mesh_frequencies (N_m, 2n); energies (N_E,), dos (N_E,) per meV per cell;
+    stability: :func:`stability` over path and mesh together, plus ``where`` ("path"/"mesh")
+    and ``q`` (Cartesian 1/nm) of the lowest mode.
+    """
+
+    model: LatticeModel
+    relax: RelaxResult | None
+    q_path: np.ndarray
+    path_frequencies: np.ndarray
+    path_eigenvectors: np.ndarray
+    q_mesh: np.ndarray
+    mesh_frequencies: np.ndarray
+    mesh_eigenvectors: np.ndarray
+    energies: np.ndarray
+    dos: np.ndarray
+    stability: dict
+
+
+def compute_phonons(
+    model: LatticeModel,
+    q_path: np.ndarray,
+    q_mesh: np.ndarray,
+    relax_first: bool = True,
+    smearing_meV: float | None = None,
+    n_energies: int = 400,
+) -> PhononResult:
+    """Relax (optional), then bands on the path and on the mesh in one batched call each, the
+    Gaussian DOS on the mesh and the stability verdict. Pure: no I/O."""
+    rel = relax(model) if relax_first else None
+    m = rel.model if rel is not None else model
+    q_all = np.concatenate([q_path, q_mesh])
+    f_all, v_all = phonons(m, q_all)
+    n_p = len(q_path)
+    fm = f_all[n_p:]
+    lo, hi = float(f_all.min()), float(f_all.max())
+    span = max(hi - lo, 1e-6 * max(abs(hi), 1.0))
+    sigma = smearing_meV if smearing_meV is not None else span / 100
+    energies = np.linspace(lo - 4 * sigma, hi + 4 * sigma, n_energies)
+    dos = density_of_states(fm, energies, sigma)
+    st = stability(f_all)
+    iq = st["index"][0]
+    st["where"] = "path" if iq < n_p else "mesh"
+    st["q"] = q_all[iq]
+    return PhononResult(
+        model=m,
+        relax=rel,
+        q_path=q_path,
+        path_frequencies=f_all[:n_p],
+        path_eigenvectors=v_all[:n_p],
+        q_mesh=q_mesh,
+        mesh_frequencies=fm,
+        mesh_eigenvectors=v_all[n_p:],
+        energies=energies,
+        dos=dos,
+        stability=st,
+    )
