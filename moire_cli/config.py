@@ -244,14 +244,20 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
     return out
 
 
+_UNION_TAGS = {"str", "int", "float", "bool", "list[float]", "PathPoint"}
+
+
 def _format_error(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith(("function-after", "str", "PathPoint")))
+    """One line naming the key: the most specific (deepest) of pydantic's errors."""
+    errors = err.errors()
+    e = max(errors, key=lambda x: len(x["loc"]))
+    loc = ".".join(
+        str(x) for x in e["loc"] if not (str(x) in _UNION_TAGS or str(x).startswith(("function-", "tuple[")))
+    )
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
-    more = f" (and {len(err.errors()) - 1} more problems)" if len(err.errors()) > 1 else ""
-    return f"config: {loc or '<root>'}: {msg}{more}"
+    return f"config: {loc or '<root>'}: {msg}"
 
 
 def config_from_dict(data: dict, cls: type[C] = PhononsConfig, overrides: list[str] | None = None) -> C:

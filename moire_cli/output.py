@@ -180,7 +180,7 @@ def plot_bands_dos(
     neg = np.where(frequencies < 0, frequencies, np.nan)
     if np.isfinite(neg).any():
         ax.plot(distance, neg, color="C3", lw=1.4)
-    ax.axhline(0, color="0.5", lw=0.6)
+        ax.axhline(0, color="0.5", lw=0.6)
     ticks = [distance[i] for i, _ in labels]
     ax.set_xticks(ticks, [("Γ" if lab == "G" else lab) for _, lab in labels])
     for t in ticks:
