@@ -124,8 +124,8 @@ def realspace_force_constants(
     step = max(1, _CHUNK_ELEMENTS // max(1, len(lattice)))
     for s in range(0, len(q), step):  # chunks of q (memory), not a per-q loop
         qc = q[s : s + step]
-        e = np.exp(1j * (qc @ lattice.T))
-        blk = (e @ phi_mat).reshape(len(qc), n, n, 2, 2)
+        ph = qc @ lattice.T
+        blk = ((np.cos(ph) @ phi_mat) + 1j * (np.sin(ph) @ phi_mat)).reshape(len(qc), n, n, 2, 2)
         out[s : s + step] = blk * np.exp(1j * np.einsum("qa,ija->qij", qc, tau))[..., None, None]
     return out
 
@@ -192,21 +192,32 @@ def coulomb_force_constants(
     p = ewald_parameters(crystal, eta, tol)
     lat = lattice_points(crystal.cell, p.r_cut)
     out = realspace_force_constants(crystal, _erfc_over_r(C, p.eta), lat, q)
-    qmax = float(np.linalg.norm(q, axis=1).max()) if len(q) else 0.0
+    # fold q = q_red + G0 with fractional q_red in [-½, ½): Σ_G f(q+G) e^{−iG·τ} = e^{iG0·τ} Σ_G f(q_red+G) e^{−iG·τ}
+    frac = crystal.to_fractional(q)
+    g0 = crystal.to_cartesian(np.floor(frac + 0.5))
+    q_red = q - g0
+    qmax = float(np.linalg.norm(q_red, axis=1).max()) if len(q) else 0.0
     g = _reciprocal_vectors(crystal, p.g_cut + qmax, include_zero=True)
     n = crystal.n_sites
     tau = crystal.basis[None, :, :] - crystal.basis[:, None, :]
     eg = np.exp(-1j * np.einsum("ga,ija->gij", g, tau)).reshape(len(g), n * n)  # (N_G, n²)
+    fold = np.exp(1j * np.einsum("qa,ija->qij", g0, tau))[..., None, None]  # (N_q, n, n, 1, 1)
     step = max(1, _CHUNK_ELEMENTS // max(1, len(g)))
+    eg_ri = np.concatenate([eg.real, eg.imag], axis=1)  # (N_G, 2n²) real
+    pref = -(2 * np.pi * C / crystal.area)
     for s in range(0, len(q), step):  # chunks of q (memory)
-        k = q[s : s + step, None, :] + g[None]  # (Nq, NG, 2)
-        kn = np.linalg.norm(k, axis=-1)
+        kx = q_red[s : s + step, 0, None] + g[None, :, 0]  # (Nq, NG)
+        ky = q_red[s : s + step, 1, None] + g[None, :, 1]
+        kn = np.sqrt(kx * kx + ky * ky)
         ok = kn > 1e-12 * p.eta
         kn_safe = np.where(ok, kn, 1.0)
         w = np.where(ok, special.erfc(kn_safe / (2 * p.eta)) / kn_safe, 0.0)
-        kk = (k[..., :, None] * k[..., None, :] * w[..., None, None]).reshape(len(k), len(g), 4)
-        rec = np.matmul(kk.transpose(0, 2, 1), eg).transpose(0, 2, 1).reshape(len(k), n, n, 2, 2)
-        out[s : s + step] += -(2 * np.pi * C / crystal.area) * rec
+        kxw, kyw = kx * w, ky * w
+        comp = np.stack([kxw * kx, kxw * ky, kyw * ky])  # xx, xy, yy: (3, Nq, NG)
+        prod = (comp.reshape(-1, len(g)) @ eg_ri).reshape(3, len(kx), 2, n * n)
+        prod = (prod[:, :, 0] + 1j * prod[:, :, 1]).reshape(3, len(kx), n, n)
+        rec = np.stack([np.stack([prod[0], prod[1]], -1), np.stack([prod[1], prod[2]], -1)], -2)
+        out[s : s + step] += pref * rec * fold[s : s + step]
     self_term = 4 * C * p.eta**3 / (3 * np.sqrt(np.pi))
     idx = np.arange(n)
     out[:, idx, idx] += self_term * np.eye(2)

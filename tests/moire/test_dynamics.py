@@ -148,3 +148,15 @@ def test_zigzag_stable_down_to_smaller_moire_depth_than_linear_stripe():
     assert v_lin / v_zz == pytest.approx(1.74, abs=0.05)
     # both thresholds scale with the Coulomb energy e²/(κ a_M): far below it
     assert v_lin < 0.05 * C / A
+
+
+def test_fast_dos_matches_direct_gaussian_sum():
+    rng = np.random.default_rng(3)
+    f = rng.uniform(10, 20, size=(500, 4))
+    e = np.linspace(8, 22, 300)
+    fast = density_of_states(f, e, 0.2)
+    direct = density_of_states(f, np.concatenate([e[:-1], [e[-1] + 1e-6]]), 0.2)  # non-uniform: direct
+    assert fast == pytest.approx(direct, rel=1e-3, abs=1e-4 * direct.max())
+    # modes outside the grid still contribute their tails
+    assert density_of_states(np.array([[5.0]]), e, 2.0)[0] == pytest.approx(
+        np.exp(-0.5 * 1.5**2) / np.sqrt(2 * np.pi) / 2.0, rel=1e-12)
