@@ -187,6 +187,47 @@ def phonons(model: LatticeModel, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return frequencies_from_eigenvalues(w2), vec
 
 
+def time_reversal_representatives(crystal: Crystal, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reduce a q set by D(q + G) = P_G† D(q) P_G and D(−q) = D(q)* (real force constants).
+
+    Returns (rep (N_q,) index of the q whose D is diagonalized, conj (N_q,) bool: q ≡ −q_rep,
+    shift (N_q, 2) Cartesian G with q = ±q_rep + G). Matching uses fractional coordinates mod 1
+    rounded to 1e-9 (vectorized: sort + searchsorted).
+    """
+    q = np.atleast_2d(np.asarray(q, dtype=float))
+    frac = crystal.to_fractional(q)
+    scale = 10**9
+
+    def keys(f):
+        m = np.round(np.mod(f, 1.0) * scale).astype(np.int64) % scale
+        return m[:, 0] * scale + m[:, 1]
+
+    k, kn = keys(frac), keys(-frac)
+    uniq, first = np.unique(k, return_index=True)  # first occurrence of each key
+    a = first[np.searchsorted(uniq, k)]
+    pos = np.clip(np.searchsorted(uniq, kn), 0, len(uniq) - 1)
+    b = np.where(uniq[pos] == kn, first[pos], len(q))
+    conj = b < a
+    rep = np.where(conj, b, a)
+    shift = np.where(conj[:, None], q + q[rep], q - q[rep])
+    return rep, conj, shift
+
+
+def phonons_reduced(model: LatticeModel, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Same result as :func:`phonons`, diagonalizing D only at the representatives of
+    :func:`time_reversal_representatives` (about half of a full Monkhorst–Pack mesh).
+    Eigenvectors are mapped back exactly: v(q_rep + G) = P_G† v, v(−q_rep + G) = P_G† v*,
+    P_G = diag(e^{iG·τ_κ})."""
+    q = np.atleast_2d(np.asarray(q, dtype=float))
+    rep, conj, shift = time_reversal_representatives(model.crystal, q)
+    todo, inverse = np.unique(rep, return_inverse=True)
+    f, v = phonons(model, q[todo])
+    f, v = f[inverse], v[inverse]
+    v = np.where(conj[:, None, None], np.conj(v), v)
+    phase = np.repeat(np.exp(-1j * shift @ model.crystal.basis.T), 2, axis=1)  # P_G†, (N_q, 2n)
+    return f, phase[:, :, None] * v
+
+
 def stability(frequencies: np.ndarray, tolerance_meV: float | None = None) -> dict:
     """Stability verdict from frequencies (N_q, n_modes) meV.
 
@@ -329,7 +370,7 @@ def compute_phonons(
     rel = relax(model) if relax_first else None
     m = rel.model if rel is not None else model
     q_all = np.concatenate([q_path, q_mesh])
-    f_all, v_all = phonons(m, q_all)
+    f_all, v_all = phonons_reduced(m, q_all)
     n_p = len(q_path)
     fm = f_all[n_p:]
     lo, hi = float(f_all.min()), float(f_all.max())
