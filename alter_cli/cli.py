@@ -144,8 +144,11 @@ def write_run_files(out: Path, cfg: Any, records: list[dict[str, Any]], extra: d
 
 
 def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, setup_model: Any = None,
-              extra_provenance: dict[str, Any] | None = None) -> None:
-    """Shared body of the train-stage commands: data, output folder, progress, core call, run files."""
+              extra_provenance: dict[str, Any] | None = None, registry: Any = None) -> None:
+    """Shared body of the train-stage commands: data, output folder, progress, core call, run files.
+
+    registry: the task registry to parse the data with (default: from cfg.tasks; stage 2 passes the
+    stage-1 checkpoint's). setup_model: see train.run_training."""
     from accelerate import PartialState
 
     from .data import TaskRegistry, parse_jsonl
@@ -153,11 +156,12 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
 
     if not cfg.data.train:
         fail("config: data.train: required for training")
-    registry = TaskRegistry.from_config(cfg.tasks) if getattr(cfg, "tasks", None) else None
+    if registry is None:
+        registry = TaskRegistry.from_config(cfg.tasks)
     text = read_text(Path(cfg.data.train), "data.train")
     state = PartialState(cpu=launched_on_cpu())
     prepare_out_dir(out, resume, overwrite, state)
-    examples = parse_jsonl(text, cfg.data.train, registry, cfg.data.fields) if registry is not None else None
+    examples = parse_jsonl(text, cfg.data.train, registry, cfg.data.fields)
     reporter = StepReporter(cfg.train.max_steps, sys.stdout.isatty() and state.is_main_process)
     try:
         result = run_training(cfg, stage, train_examples=examples, out_dir=out, resume=resume,
