@@ -96,7 +96,7 @@ class StepReporter:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TextColumn("{task.fields[info]}"), transient=False)
+                                     TextColumn("{task.fields[info]}", markup=False), transient=False)
             self.task = self.progress.add_task("train", total=total, info="")
             self.progress.start()
 

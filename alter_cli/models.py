@@ -177,8 +177,13 @@ def load_base_model(name: str = DEFAULT_MODEL, gguf_file: str | None = None) -> 
         return _finish(model, tok, str(p.resolve()), gguf_file)
     if name.startswith((".", "/", "~")) or os.sep in name and not _looks_like_hub_id(name):
         raise ModelLoadError(f"model {name!r}: no such directory")
-    model, tok = _load_pretrained(name, gguf_file, f"model {name!r} (not a local directory; hub ids must "
-                                                   "already be in the Hugging Face cache, nothing is downloaded)")
+    try:
+        model, tok = _load_pretrained(name, gguf_file, f"model {name!r}")
+    except ModelLoadError as exc:
+        if "unsupported architecture" in str(exc):
+            raise
+        raise ModelLoadError(f"model {name!r}: not a local directory and not in the local Hugging Face cache "
+                             "(nothing is downloaded)") from None
     return _finish(model, tok, name, gguf_file)
 
 
