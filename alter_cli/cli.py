@@ -131,7 +131,13 @@ def provenance() -> dict[str, Any]:
 
 
 def write_run_files(out: Path, cfg: Any, records: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """resolved_config.yaml, provenance.json and train_log.jsonl next to the checkpoint (tmp + rename)."""
+    """resolved_config.yaml, provenance.json and train_log.jsonl next to the checkpoint (tmp + rename).
+    A resumed run keeps the earlier log records of the steps before it."""
+    log = out / "train_log.jsonl"
+    if records and log.is_file():
+        first = records[0]["step"]
+        old = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+        records = [r for r in old if r.get("step", 0) < first] + records
     files = {
         "resolved_config.yaml": dump_config(cfg),
         "provenance.json": json.dumps({**provenance(), **extra}, sort_keys=True, indent=2) + "\n",

@@ -330,6 +330,12 @@ class MTALayer(nn.Module):
                 "MTA layer called outside `alter_cli.mta.task_context(model, task_ids)`: no task ids"
             )
         task_ids = self._routing.ids_for(x.shape[0]).to(x.device)
+        in_dtype = x.dtype
+        if x.dtype != self.selector.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.selector.dtype)  # e.g. a bf16 backbone with fp32 MTA weights, no autocast
+        return self._mix(x, task_ids).to(in_dtype)
+
+    def _mix(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         o0 = self.task_mixture(x, task_ids)
         if self.shared is None:
             return o0

@@ -49,6 +49,7 @@ def test_train_stage1_end_to_end_and_output_folder_rules(tiny_llama_dir, synthet
     res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(out), "--max-steps", "6", "--resume"])
     assert res.exit_code == 0, res.output
     assert "6 steps" in res.stdout and json.loads((out / "adapter_config.json").read_text())["step"] == 6
+    assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [2, 4, 6]
 
 
 @pytest.mark.parametrize(

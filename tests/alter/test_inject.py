@@ -121,3 +121,14 @@ def test_generate_with_beams_uses_per_sample_tasks(arch):
     assert torch.equal(both[1, : second.shape[1]], second[0])
     with pytest.raises(RuntimeError, match="task_context"):
         model(**_batch(arch, B=2))
+
+
+def test_bf16_backbone_without_autocast_runs_fp32_mta():
+    model = make_model("llama")
+    attach_mta(model, MTAConfig(num_experts=2, rank=4), REG)
+    model.to(torch.bfloat16)
+    for layer in mta_layers(model):
+        layer.float()
+    with torch.no_grad(), task_context(model, torch.tensor([0, 1, 2])):
+        out = model(**_batch("llama")).logits
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
