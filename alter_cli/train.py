@@ -240,9 +240,12 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
             f"the checkpoint was trained on {base.get('config_hash')}"
         )
     model = loaded.model
-    attach_mta(model, mta_cfg, registry)
-    if meta.get("has_shared_experts"):
-        add_shared_experts(model, mta_cfg)
+    try:
+        attach_mta(model, mta_cfg, registry)
+        if meta.get("has_shared_experts"):
+            add_shared_experts(model, mta_cfg)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot rebuild the MTA layers ({exc})") from None
     load_mta_weights(model, path / ADAPTER_WEIGHTS)
     model.requires_grad_(False)
     model.to(device).eval()
