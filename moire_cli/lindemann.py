@@ -454,14 +454,14 @@ class MeltSweepResult:
 
 def _phonon_spectra(models: Sequence, n: int) -> tuple[LindemannSpectrum, LindemannSpectrum]:
     """Single-site and relative spectra of every model on its n×n Γ-centred mesh (one batched
-    `dynamics.phonons` call per model: all q at once)."""
+    `dynamics.phonons_reduced` call per model: all q at once)."""
     from moire_cli import crystals, dynamics
 
     single, relative = [], []
     for m in models:  # sweep points; each call is vectorized over the N_q mesh points
         cr = m.crystal
         q = crystals.monkhorst_pack(cr, (n, n))
-        w, e = dynamics.phonons(m, q)
+        w, e = dynamics.phonons_reduced(m, q)  # D(−q) = D(q)*: half the diagonalizations
         tol = 1e-5 * float(np.abs(w).max())  # acoustic zero modes at Γ (round-off level)
         bonds = nearest_neighbour_bonds(cr.cell, cr.basis)
         single.append(single_site_spectrum(w, e, m.mass, bonds[3], tol))
