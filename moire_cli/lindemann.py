@@ -6,7 +6,7 @@ Mean-square displacement of site κ, per site, from the harmonic phonons on a fu
 
 (coth → 1 at T = 0). The Lindemann ratio is L(T) = √⟨u²⟩ / a (a = nearest-neighbour distance), the
 largest over the sites; the melting temperature T_m solves L(T_m) = L_c (L rises monotonically with
-T; bracketed root by vectorized bisection), and L(0) ≥ L_c means quantum melted (no crystal at any T).
+T; bracketed root, vectorized over a sweep), and L(0) ≥ L_c means quantum melted (no crystal at any T).
 
 Unpinned 2D crystals: ⟨u²⟩ diverges logarithmically at T > 0 (acoustic modes, ∫d²q/q²), so the
 single-site ratio is meaningless there. The modified, relative ratio uses the nearest-neighbour bond
@@ -75,12 +75,11 @@ def einstein_melting_temperature(hbar_omega: np.ndarray, mass: float, a: float, 
 
 
 def _coth_half(hbar_omega: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
-    """coth(ħω/2k_BT) broadcast over (..., N_T); 1 at T = 0; large arguments without overflow."""
+    """coth(ħω/2k_BT) broadcast over (..., N_T): 1 + 2/(e^{ħω/k_BT} − 1), accurate for small and
+    large arguments; T = 0 or ħω = +inf give exactly 1 (2/expm1(inf) = 0), with no overflow trap."""
     t = np.asarray(temperatures, dtype=float)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        x = hbar_omega / (2.0 * K_B_MEV_PER_K * t)
-        out = 1.0 + 2.0 / np.expm1(2.0 * x)  # coth x = 1 + 2/(e^{2x} − 1), accurate for small and large x
-    return np.where(t > 0, out, 1.0)
+        return 1.0 + 2.0 / np.expm1(hbar_omega / (K_B_MEV_PER_K * t))
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,30 +133,18 @@ class LindemannSpectrum:
 
     def lindemann_squared(self, temperatures: np.ndarray) -> np.ndarray:
         """L²_c(T): (B..., C, N_T). NaN for unstable batch points."""
-        t = np.atleast_1d(np.asarray(temperatures, dtype=float))
-        w = self.frequencies
-        batch = w.shape[:-1]
-        n_b = int(np.prod(batch)) if batch else 1
-        wf = w.reshape(n_b, w.shape[-1])
-        wt = self.weights.reshape(n_b, self.weights.shape[-2], self.weights.shape[-1])
-        out = np.empty((n_b, wt.shape[1], t.size))
-        step = max(1, _MAX_ELEMENTS // max(1, wf.shape[1] * t.size))
-        for start in range(0, n_b, step):  # memory bound only: each block is one matmul
-            sl = slice(start, start + step)
-            factor = _coth_half(wf[sl, :, None], t) / wf[sl, :, None]  # (b, J, N_T); inf modes -> 0
-            out[sl] = wt[sl] @ factor
-        out = out.reshape(*batch, wt.shape[1], t.size)
-        return np.where(np.asarray(self.unstable)[..., None, None], np.nan, out)
+        return lindemann_squared_shared([self], temperatures)[0]
 
     def lindemann_ratio(self, temperatures: np.ndarray) -> np.ndarray:
         """L(T) = √(max_c L²_c(T)): (B..., N_T)."""
         return np.sqrt(self.lindemann_squared(temperatures).max(axis=-2))
 
     def melting_temperature(self, lindemann_critical: float | np.ndarray, t_max: float = 1e5) -> MeltingResult:
-        """T_m with L(T_m) = L_c for every batch point (vectorized bisection on the bracket [0, T_hi]).
+        """T_m with L(T_m) = L_c for every batch point: a bracketed root, vectorized over the batch.
 
-        T_hi doubles from 1 K until L(T_hi) ≥ L_c (at most `t_max`); 60 bisection steps then give
-        T_m to ~1e-15 relative. L(T) is monotone (each coth term rises with T).
+        T_hi doubles from 1 K until L(T_hi) ≥ L_c (at most `t_max`); then the Illinois variant of
+        regula falsi (Dowell & Jarratt, BIT 11, 168 (1971)) keeps the bracket and converges
+        superlinearly to |L − L_c| ≤ 1e-14 L_c. L(T) is monotone (each coth term rises with T).
 
         Args:
             lindemann_critical: L_c, scalar or (B...,).
@@ -189,16 +176,25 @@ class LindemannSpectrum:
             hi[grow] = np.minimum(2.0 * hi[grow], t_max)
             idx = grow
         idx = np.flatnonzero(active & ~never)
-        for _ in range(60):
+        tm = np.full(n_b, np.nan)
+        f_lo, f_hi = excess(lo[idx], idx), excess(hi[idx], idx)
+        last = np.zeros(n_b, dtype=int)  # side replaced in the previous step (Illinois bookkeeping)
+        for _ in range(200):  # Illinois (modified regula falsi), vectorized: superlinear, bracket kept
             if not idx.size:
                 break
-            mid = 0.5 * (lo[idx] + hi[idx])
-            below = excess(mid, idx) < 0
-            lo[idx] = np.where(below, mid, lo[idx])
-            hi[idx] = np.where(below, hi[idx], mid)
-        tm = np.full(n_b, np.nan)
-        good = active & ~never
-        tm[good] = 0.5 * (lo[good] + hi[good])
+            x = (lo[idx] * f_hi - hi[idx] * f_lo) / (f_hi - f_lo)
+            x = np.where(np.isfinite(x) & (x > lo[idx]) & (x < hi[idx]), x, 0.5 * (lo[idx] + hi[idx]))
+            fx = excess(x, idx)
+            left = fx < 0
+            lo[idx] = np.where(left, x, lo[idx])
+            hi[idx] = np.where(left, hi[idx], x)
+            f_hi = np.where(left, np.where(last[idx] == 1, 0.5 * f_hi, f_hi), fx)
+            f_lo = np.where(left, fx, np.where(last[idx] == -1, 0.5 * f_lo, f_lo))
+            last[idx] = np.where(left, 1, -1)
+            done = (np.abs(fx) <= 1e-14 * lc[idx]) | (hi[idx] - lo[idx] <= 1e-13 * hi[idx])
+            tm[idx[done]] = x[done]
+            idx, f_lo, f_hi = idx[~done], f_lo[~done], f_hi[~done]
+        tm[idx] = 0.5 * (lo[idx] + hi[idx])
         tm[never] = np.inf
         shape = self.unstable.shape
         return MeltingResult(
@@ -215,6 +211,32 @@ class LindemannSpectrum:
         wt = self.weights.reshape(-1, *self.weights.shape[-2:])[idx]
         factor = _coth_half(w, t[:, None]) / w  # (b, J)
         return np.sqrt(np.einsum("bcj,bj->bc", wt, factor).max(axis=-1))
+
+
+def lindemann_squared_shared(spectra: Sequence[LindemannSpectrum], temperatures: np.ndarray) -> list[np.ndarray]:
+    """L²_c(T) of several spectra over the same modes (e.g. single-site and relative), computing the
+    thermal factor coth(ħω/2k_BT)/ħω once: one (B..., C_k, N_T) array per spectrum.
+
+    Raises:
+        ValueError: the spectra do not share their frequencies.
+    """
+    t = np.atleast_1d(np.asarray(temperatures, dtype=float))
+    w = spectra[0].frequencies
+    if any(s.frequencies is not w and not np.array_equal(s.frequencies, w) for s in spectra[1:]):
+        raise ValueError("spectra must share their frequencies")
+    batch = w.shape[:-1]
+    n_b = int(np.prod(batch)) if batch else 1
+    wf = w.reshape(n_b, w.shape[-1])
+    wts = [s.weights.reshape(n_b, s.weights.shape[-2], s.weights.shape[-1]) for s in spectra]
+    outs = [np.empty((n_b, wt.shape[1], t.size)) for wt in wts]
+    step = max(1, _MAX_ELEMENTS // max(1, wf.shape[1] * t.size))
+    for start in range(0, n_b, step):  # memory bound only: each block is one matmul per spectrum
+        sl = slice(start, start + step)
+        factor = _coth_half(wf[sl, :, None], t) / wf[sl, :, None]  # (b, J, N_T); inf modes -> 0
+        for out, wt in zip(outs, wts, strict=True):
+            out[sl] = wt[sl] @ factor
+    unstable = np.asarray(spectra[0].unstable)[..., None, None]
+    return [np.where(unstable, np.nan, out.reshape(*batch, out.shape[1], t.size)) for out in outs]
 
 
 @dataclass(frozen=True)
@@ -238,7 +260,12 @@ def _split_modes(frequencies: np.ndarray, zero_tol: float) -> tuple[np.ndarray, 
 
 
 def single_site_spectrum(
-    frequencies: np.ndarray, eigenvectors: np.ndarray, mass: float, a: float | np.ndarray, zero_tol: float = 1e-6
+    frequencies: np.ndarray,
+    eigenvectors: np.ndarray,
+    mass: float,
+    a: float | np.ndarray,
+    zero_tol: float = 1e-6,
+    q_weights: np.ndarray | None = None,
 ) -> LindemannSpectrum:
     """Spectrum of the single-site ratio L²_κ = ⟨u_κ²⟩/a² (spec §7).
 
@@ -247,6 +274,8 @@ def single_site_spectrum(
         eigenvectors: (B..., N_q, 2n, 2n), columns = modes, row index 2κ + α.
         mass: m/m₀ (scalar or (B...,)). a: nearest-neighbour distance nm (scalar or (B...,)).
         zero_tol: |ħω| below this (meV) is a zero mode, dropped.
+        q_weights: (N_q,) multiplicity of each q (e.g. a q standing for itself and −q, which have
+            the same spectrum and weights); None = all 1. The mesh average divides by their sum.
 
     Returns:
         LindemannSpectrum with channels = sites (n).
@@ -256,8 +285,8 @@ def single_site_spectrum(
     n_q, dof = w.shape[-2], w.shape[-1]
     amp = np.abs(e) ** 2  # (B..., N_q, 2n, 2n): [.., q, 2κ+α, s]
     site = amp.reshape(*amp.shape[:-2], dof // 2, 2, dof).sum(axis=-2)  # (B..., N_q, n, 2n)
-    site = np.moveaxis(site, -3, -2)  # (B..., n, N_q, 2n)
-    pref = _prefactor(mass, a, n_q, w.shape[:-2])
+    site = np.moveaxis(site, -3, -2) * _q_multiplicity(q_weights, n_q)  # (B..., n, N_q, 2n)
+    pref = _prefactor(mass, a, _q_total(q_weights, n_q), w.shape[:-2])
     weights = pref[..., None, None, None] * site
     batch = w.shape[:-2]
     return LindemannSpectrum(
@@ -277,6 +306,7 @@ def relative_spectrum(
     bonds: tuple[np.ndarray, np.ndarray, np.ndarray, float],
     mass: float,
     zero_tol: float = 1e-6,
+    q_weights: np.ndarray | None = None,
 ) -> LindemannSpectrum:
     """Spectrum of the relative ratio L²_rel = ⟨|u_κ − u_κ′(R)|²⟩/(2a²) per nearest-neighbour bond.
 
@@ -285,6 +315,7 @@ def relative_spectrum(
         q: (N_q, 2) Cartesian 1/nm (with 2π), the mesh the frequencies were computed on.
         bonds: `nearest_neighbour_bonds(cell, basis)`.
         mass: m/m₀.
+        q_weights: as in `single_site_spectrum` (|e_κ − e_κ′e^{iq·δ}|² is the same at q and −q).
 
     Returns:
         LindemannSpectrum with channels = bonds (P). γ = ⟨|u_i − u_j|²⟩/a² = 2 L²_rel.
@@ -300,8 +331,8 @@ def relative_spectrum(
     ekp = e[..., rows_kp, :]
     diff = ek - ekp * phase[:, :, None, None]
     bond = (np.abs(diff) ** 2).sum(axis=-2)  # (B..., N_q, P, 2n)
-    bond = np.moveaxis(bond, -3, -2)  # (B..., P, N_q, 2n)
-    pref = _prefactor(mass, a, n_q, w.shape[:-2]) / 2.0
+    bond = np.moveaxis(bond, -3, -2) * _q_multiplicity(q_weights, n_q)  # (B..., P, N_q, 2n)
+    pref = _prefactor(mass, a, _q_total(q_weights, n_q), w.shape[:-2]) / 2.0
     batch = w.shape[:-2]
     weights = pref[..., None, None, None] * bond
     return LindemannSpectrum(
@@ -314,7 +345,21 @@ def relative_spectrum(
     )
 
 
-def _prefactor(mass: float | np.ndarray, a: float | np.ndarray, n_q: int, batch: tuple[int, ...]) -> np.ndarray:
+def _q_multiplicity(q_weights: np.ndarray | None, n_q: int) -> np.ndarray | float:
+    """(N_q, 1) multiplicities broadcasting against (…, N_q, 2n), or 1."""
+    if q_weights is None:
+        return 1.0
+    qw = np.asarray(q_weights, dtype=float)
+    if qw.shape != (n_q,) or np.any(qw < 0):
+        raise ValueError(f"q_weights must be {n_q} non-negative numbers")
+    return qw[:, None]
+
+
+def _q_total(q_weights: np.ndarray | None, n_q: int) -> float:
+    return float(n_q if q_weights is None else np.sum(q_weights))
+
+
+def _prefactor(mass: float | np.ndarray, a: float | np.ndarray, n_q: float, batch: tuple[int, ...]) -> np.ndarray:
     """ħ²/(2m N_q a²) in meV (ħω-weighted), broadcast to the batch shape."""
     m = np.broadcast_to(np.asarray(mass, dtype=float), batch)
     aa = np.broadcast_to(np.asarray(a, dtype=float), batch)
@@ -453,19 +498,23 @@ class MeltSweepResult:
 
 
 def _phonon_spectra(models: Sequence, n: int) -> tuple[LindemannSpectrum, LindemannSpectrum]:
-    """Single-site and relative spectra of every model on its n×n Γ-centred mesh (one batched
-    `dynamics.phonons_reduced` call per model: all q at once)."""
+    """Single-site and relative spectra of every model on its n×n Γ-centred mesh: one batched
+    `dynamics.phonons` call per model (all q at once) on the time-reversal representatives
+    (q and −q mod G have the same frequencies and mode weights), each counted with its multiplicity."""
     from moire_cli import crystals, dynamics
 
     single, relative = [], []
     for m in models:  # sweep points; each call is vectorized over the N_q mesh points
         cr = m.crystal
-        q = crystals.monkhorst_pack(cr, (n, n))
-        w, e = dynamics.phonons_reduced(m, q)  # D(−q) = D(q)*: half the diagonalizations
+        q_full = crystals.monkhorst_pack(cr, (n, n))
+        rep = dynamics.time_reversal_representatives(cr, q_full)[0]
+        todo, counts = np.unique(rep, return_counts=True)  # q and −q (mod G): one D, weight 2
+        q = q_full[todo]
+        w, e = dynamics.phonons(m, q)
         tol = 1e-5 * float(np.abs(w).max())  # acoustic zero modes at Γ (round-off level)
         bonds = nearest_neighbour_bonds(cr.cell, cr.basis)
-        single.append(single_site_spectrum(w, e, m.mass, bonds[3], tol))
-        relative.append(relative_spectrum(w, e, q, bonds, m.mass, tol))
+        single.append(single_site_spectrum(w, e, m.mass, bonds[3], tol, counts))
+        relative.append(relative_spectrum(w, e, q, bonds, m.mass, tol, counts))
     return stack_spectra(single), stack_spectra(relative)
 
 
@@ -520,8 +569,7 @@ def melt_sweep(
 
     def monitored(n: int) -> np.ndarray:
         single, rel = _phonon_spectra(models, n)
-        l2_single = single.lindemann_squared(t_all).max(axis=-2)  # (P, 1 + N_T)
-        l2_rel = rel.lindemann_squared(t_all).max(axis=-2)
+        l2_single, l2_rel = (x.max(axis=-2) for x in lindemann_squared_shared([single, rel], t_all))  # (P, 1+N_T)
         l2_zero = l2_single[:, 0].copy()
         prev = state.get("l2_zero_raw")
         if prev is not None and not pinned.all():  # Richardson in h = 1/n for the Γ-cell error of free crystals

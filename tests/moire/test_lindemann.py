@@ -181,3 +181,28 @@ def test_refine_mesh_reports_convergence():
     assert not strict.converged and strict.history[-1][0] == 3
     with pytest.raises(ValueError):
         lm.refine_mesh(u2, [4], 1e-3)
+
+
+def test_time_reversal_representatives_with_multiplicities_give_the_full_mesh_result():
+    """q and −q carry the same frequencies and mode weights: half the mesh, weighted, is exact."""
+    from moire_cli import crystals, dynamics
+    from moire_cli.potentials import Coulomb, MoirePotential
+
+    cr = crystals.build_crystal("honeycomb_gwc", 8.0)
+    model = dynamics.LatticeModel(cr, MoirePotential(8.0, 5.0, 0.3), Coulomb(4.0), 0.5)
+    q = crystals.monkhorst_pack(cr, (9, 9))
+    rep = dynamics.time_reversal_representatives(cr, q)[0]
+    todo, counts = np.unique(rep, return_counts=True)
+    assert len(todo) < 0.6 * len(q)
+    bonds = lm.nearest_neighbour_bonds(cr.cell, cr.basis)
+    temps = np.array([0.0, 30.0, 300.0])
+    w, e = dynamics.phonons(model, q)
+    wr, er = dynamics.phonons(model, q[todo])
+    full = lm.single_site_spectrum(w, e, 0.5, bonds[3]).lindemann_squared(temps)
+    half = lm.single_site_spectrum(wr, er, 0.5, bonds[3], q_weights=counts).lindemann_squared(temps)
+    np.testing.assert_allclose(half, full, rtol=1e-12)
+    full_rel = lm.relative_spectrum(w, e, q, bonds, 0.5).lindemann_squared(temps)
+    half_rel = lm.relative_spectrum(wr, er, q[todo], bonds, 0.5, q_weights=counts).lindemann_squared(temps)
+    np.testing.assert_allclose(half_rel, full_rel, rtol=1e-12)
+    with pytest.raises(ValueError, match="q_weights"):
+        lm.single_site_spectrum(wr, er, 0.5, 8.0, q_weights=counts[:-1])
