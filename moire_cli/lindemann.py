@@ -21,7 +21,14 @@ same L_c applies. Which ratio is used is returned with every result (`criterion`
 Both are written as a *spectrum*: L²_c(T) = Σ_j W_cj coth(ω_j/2k_BT)/ω_j over channels c (sites or
 bonds), all arrays vectorized over a leading batch (sweep) axis. Zero modes (|ħω| < zero_tol, the
 acoustic modes at Γ of a free crystal) are dropped; a batch point with an imaginary mode
-(ħω < −zero_tol) is unstable and gets NaN.
+(ħω < −zero_tol) is unstable and gets NaN. For a free crystal the dropped Γ cell leaves an O(1/N)
+error in the T = 0 single-site ⟨u²⟩ (∫d²q/q), which `melt_sweep` removes by Richardson
+extrapolation over the last two meshes (2D Wigner crystal at r_s = 37: L(0) = 0.2830, 0.2856,
+0.2869 on 24², 48², 96² meshes; extrapolated 0.2882 from 24/48 and 0.2881 from 48/96).
+
+`melt_sweep` runs the whole analysis for a sweep of `dynamics.LatticeModel`s: relaxation, phonons
+on time-reversal-reduced meshes (one batched call per point), mesh refinement, criteria per point,
+and T_m for all points at once (Illinois regula falsi on the bracket, vectorized).
 
 Units: ħω meV, m in m₀, lengths nm, T K. Constants from `moire_cli.units`.
 """
