@@ -248,8 +248,12 @@ def melt(
     output.check_output_dir(out, overwrite)
     console = Console()
     models = [p.build_model() for _, p in points]
-    warnings = sorted({w for p, m in zip(points, models, strict=True) if m.potential is not None
-                       and (w := m.potential.harmonic_warning(p[1].effective_mass))})
+    harmonic = [w for p, m in zip(points, models, strict=True) if m.potential is not None
+                and (w := m.potential.harmonic_warning(p[1].effective_mass))]
+    warnings = []
+    if harmonic:
+        more = f" (and {len(harmonic) - 1} more sweep point(s))" if len(harmonic) > 1 else ""
+        warnings.append(harmonic[0] + more)
     temps = cfg.melt.temperature_values()
     meshes = cfg.melt.mesh.sizes()
     _log(console, f"{models[0].crystal.name}: {len(points)} sweep point(s) × {len(temps)} temperatures, "
