@@ -17,13 +17,13 @@ from moire_cli.config import ConfigError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="moire: lattice dynamics and melting of electronic crystals in 2D moiré patterns.",
+    help="moire: lattice dynamics and melting of electronic and excitonic crystals in 2D moiré patterns.",
 )
 
 
 @app.callback()
 def _root() -> None:
-    """moire: lattice dynamics and melting of electronic crystals in 2D moiré patterns."""
+    """moire: lattice dynamics and melting of electronic and excitonic crystals in 2D moiré patterns."""
 
 
 def fail(message: str) -> typer.Exit:
@@ -218,6 +218,259 @@ def _report(console, cfg, res, labels, summary, out: Path) -> None:
         for lab, v in summary["frequencies_at_labels"].items():
             typer.echo(f"{lab}: " + " ".join(f"{x:.4f}" for x in v["frequencies_meV"]) + " meV")
         typer.echo(line)
+        typer.echo(f"wrote {out}")
+
+
+# ------------------------------------------------------------------ moire melt
+_RELATIVE_MESSAGE = (
+    "unpinned crystal (V = 0): the single-site ⟨u²⟩ diverges logarithmically at T > 0, so T_m uses the "
+    "relative nearest-neighbour ratio L_rel = √(⟨|u_i − u_j|²⟩/2)/a (γ = ⟨|u_i − u_j|²⟩/a² = 2L_rel²); "
+    "L(0) and quantum melting use the single-site ratio"
+)
+
+
+@app.command()
+@user_errors
+def melt(
+    config: Path = typer.Argument(..., help="YAML config (see configs/moire/melt/)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set melt.lindemann_critical=0.2"),
+    out: Path = typer.Option(Path("runs/melt"), "--out", help="Output folder (written atomically)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+) -> None:
+    """Quantum and thermal melting (Lindemann criterion) of electronic and excitonic moiré crystals."""
+    from rich.console import Console
+
+    from moire_cli import lindemann, output
+    from moire_cli.config import MeltConfig, load_config
+
+    cfg = load_config(config, MeltConfig, set_)
+    points = cfg.sweep_points()
+    output.check_output_dir(out, overwrite)
+    console = Console()
+    models = [p.build_model() for _, p in points]
+    harmonic = [w for p, m in zip(points, models, strict=True) if m.potential is not None
+                and (w := m.potential.harmonic_warning(p[1].effective_mass))]
+    warnings = []
+    if harmonic:
+        more = f" (and {len(harmonic) - 1} more sweep point(s))" if len(harmonic) > 1 else ""
+        warnings.append(harmonic[0] + more)
+    temps = cfg.melt.temperature_values()
+    meshes = cfg.melt.mesh.sizes()
+    _log(console, f"{models[0].crystal.name}: {len(points)} sweep point(s) × {len(temps)} temperatures, "
+                  f"meshes {meshes}")
+    res = lindemann.melt_sweep(
+        models,
+        [p.melt.lindemann_critical for _, p in points],
+        temps,
+        meshes,
+        cfg.melt.mesh.tolerance,
+        cfg.melt.relax,
+        cfg.melt.t_max,
+    )
+    messages = []
+    if not res.pinned.all():
+        messages.append(_RELATIVE_MESSAGE)
+    if len(meshes) > 1 and not res.mesh.converged:
+        warnings.append(f"⟨u²⟩ not converged to {cfg.melt.mesh.tolerance:g} on the {res.mesh.mesh}×{res.mesh.mesh} "
+                        f"mesh (last change {res.mesh.change:.2g}); raise melt.mesh.max")
+    if res.unstable.any():
+        warnings.append(f"{int(res.unstable.sum())} sweep point(s) dynamically unstable (imaginary phonons): no L, T_m")
+    for line in messages + [f"warning: {w}" for w in warnings]:
+        _log(console, line)
+    summary = _melt_summary(cfg, points, res, messages, warnings)
+    with output.atomic_output_dir(out, overwrite) as tmp:
+        _write_melt_outputs(tmp, cfg, points, res, summary)
+    _melt_report(console, points, res, out)
+
+
+def _point_inputs(cfg) -> dict:
+    """The physical inputs of one sweep point (melt.csv columns)."""
+    pot = cfg.moire_potential
+    inter = cfg.interaction
+    r01, r02 = inter.screening_lengths() if inter.is_exciton else (np.nan, np.nan)
+    return {
+        "interaction": inter.kind,
+        "a_M_nm": pot.a_M,
+        "V_meV": pot.V if pot.hbar_omega_M is None else np.nan,
+        "psi_deg": pot.psi_deg,
+        "kappa": cfg.dielectric.kappa,
+        "r0_nm": inter.r0 if inter.kind == "keldysh" else np.nan,
+        "d_g_nm": inter.d_g if inter.kind == "dual-gate" else np.nan,
+        "d_nm": inter.d if inter.is_exciton else np.nan,
+        "r0_1_nm": r01,
+        "r0_2_nm": r02,
+        "mass_m0": cfg.effective_mass,
+        "lindemann_critical": cfg.melt.lindemann_critical,
+    }
+
+
+def _blank_nan(values) -> list:
+    """NaN -> '' (empty CSV cell); other values unchanged."""
+    return ["" if isinstance(v, (float, np.floating)) and np.isnan(v) else v for v in values]
+
+
+def _melt_rows(points, res, blank: bool = True) -> dict[str, list]:
+    """melt.csv columns; NaN becomes '' (empty cell) when ``blank``, else stays (null in JSON)."""
+    rows = [_point_inputs(p) for _, p in points]
+    _blank = _blank_nan if blank else list
+    cols: dict[str, list] = {"point": list(range(len(points)))}
+    for key in points[0][0]:
+        cols[f"sweep_{key}"] = [lab[key] for lab, _ in points]
+    for key in rows[0]:
+        cols[key] = _blank([r[key] for r in rows])
+    cols["hbar_omega_M_meV"] = _blank(res.hbar_omega_M)
+    cols["nearest_neighbour_distance_nm"] = list(res.nearest_neighbour_distance)
+    cols["lindemann_ratio_zero"] = _blank(res.lindemann_ratio_zero)
+    cols["melting_temperature_K"] = _blank(res.melting_temperature)
+    cols["quantum_melted"] = [bool(v) for v in res.quantum_melted]
+    cols["unstable"] = [bool(v) for v in res.unstable]
+    cols["criterion"] = list(res.criterion)
+    return cols
+
+
+def _melt_summary(cfg, points, res, messages, warnings) -> dict:
+    from moire_cli.output import provenance
+
+    prov = provenance()
+    rows = _melt_rows(points, res, blank=False)
+    return {
+        "command": "melt",
+        "config": cfg.model_dump(mode="json"),
+        "provenance": prov,
+        "codata_year": prov["constants"]["codata_year"],
+        "crystal": res.models[0].crystal.name,
+        "sweep": cfg.sweep_values(),
+        "n_points": len(points),
+        "temperatures_K": res.temperatures,
+        "mesh": {
+            "sizes_tried": [n for n, _ in res.mesh.history],
+            "reached": res.mesh.mesh,
+            "last_change": res.mesh.change,
+            "tolerance": cfg.melt.mesh.tolerance,
+            "converged": res.mesh.converged,
+            "history": [{"mesh": n, "change": c} for n, c in res.mesh.history],
+        },
+        "criterion": {"pinned": "single-site", "unpinned": "relative", "messages": messages},
+        "points": [{k: v[i] for k, v in rows.items()} for i in range(len(points))],
+        "warnings": warnings,
+    }
+
+
+def _write_melt_outputs(tmp: Path, cfg, points, res, summary) -> None:
+    from moire_cli import output
+
+    n_p, n_t = res.lindemann_ratio.shape
+    output.write_csv(tmp / "melt.csv", _melt_rows(points, res))
+    cols: dict[str, list] = {"point": np.repeat(np.arange(n_p), n_t)}
+    for key in points[0][0]:
+        cols[f"sweep_{key}"] = np.repeat(np.array([lab[key] for lab, _ in points], dtype=object), n_t)
+    cols["temperature_K"] = np.tile(res.temperatures, n_p)
+    cols["lindemann_ratio"] = _blank_nan(res.lindemann_ratio.ravel())
+    cols["relative_lindemann_ratio"] = _blank_nan(res.relative_lindemann_ratio.ravel())
+    output.write_csv(tmp / "lindemann.csv", cols)
+    output.write_json(tmp / "summary.json", summary)
+    if cfg.output.plot:
+        for name, fig in _melt_figures(cfg, points, res):
+            output.save_figure(fig, tmp / name)
+
+
+def _melt_figures(cfg, points, res):
+    """(file name, Figure) for lindemann.png, melting_temperature.png and phase_diagram.png."""
+    from moire_cli import output
+
+    labels = [", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in lab.items()) or "config"
+              for lab, _ in points]
+    crit = np.where(res.pinned[:, None], res.lindemann_ratio, res.relative_lindemann_ratio)
+    name = res.models[0].crystal.name
+    yield "lindemann.png", output.plot_lindemann(res.temperatures, crit, res.lindemann_critical, labels,
+                                                  title=f"{name}: Lindemann ratio (single-site pinned, relative free)")
+    values = cfg.sweep_values()
+    numeric = [k for k, v in values.items() if all(isinstance(x, (int, float)) for x in v)]
+    xkey = "a_M" if "a_M" in numeric else (numeric[0] if numeric else None)
+    x = [p.moire_potential.a_M for _, p in points] if xkey in (None, "a_M") else [lab[xkey] for lab, _ in points]
+    others = [k for k in values if k != xkey and k != "interaction"]
+    groups = [p.interaction.kind + "".join(f", {k}={lab[k]}" for k in others) for lab, p in points]
+    yield "melting_temperature.png", output.plot_melting_temperature(
+        x, res.melting_temperature, res.quantum_melted, groups, _axis_label(xkey or "a_M"),
+        title=f"{name}: melting temperature")
+    yield "phase_diagram.png", output.plot_phase_diagram(_phase_panels(cfg, points, res, numeric),
+                                                          title=f"{name}: phase diagram")
+
+
+def _axis_label(key: str) -> str:
+    units = {"a_M": "a_M (nm)", "V": "V (meV)", "psi_deg": "ψ (deg)", "epsilon": "ε", "kappa": "κ",
+             "r0": "r₀ (nm)", "r0_1": "r₀₁ (nm)", "r0_2": "r₀₂ (nm)", "d": "d (nm)", "d_g": "d_g (nm)",
+             "lindemann_critical": "L_c", "mass": "m (m₀)", "hbar_omega_M": "ħω_M (meV)"}
+    return units.get(key, key)
+
+
+def _phase_panels(cfg, points, res, numeric):
+    """Panels per interaction model: over the first two swept numeric parameters at the phase
+    temperature, or over (parameter, T) with one, or (sweep point, T) with none."""
+    temps = res.temperatures
+    t_phase = cfg.output.phase_temperature
+    if t_phase is None:
+        t_phase = float(temps[len(temps) // 2])
+    panels = []
+    for kind in dict.fromkeys(p.interaction.kind for _, p in points):
+        sel = [i for i, (_, p) in enumerate(points) if p.interaction.kind == kind]
+        if len(numeric) >= 2:
+            kx, ky = numeric[:2]
+            fixed = {k: points[sel[0]][0][k] for k in points[0][0] if k not in (kx, ky, "interaction")}
+            sel = [i for i in sel if all(points[i][0][k] == v for k, v in fixed.items())]
+            xs = sorted({points[i][0][kx] for i in sel})
+            ys = sorted({points[i][0][ky] for i in sel})
+            phase = np.full((len(ys), len(xs)), 3.0)
+            for i in sel:
+                phase[ys.index(points[i][0][ky]), xs.index(points[i][0][kx])] = _phase_of(res, i, t_phase)
+            note = "".join(f", {k}={v}" for k, v in fixed.items())
+            panels.append((f"{kind}, T = {t_phase:g} K{note}", xs, ys, phase, _axis_label(kx), _axis_label(ky)))
+        else:
+            if numeric:
+                key = numeric[0]
+                xs_raw = [points[i][0][key] for i in sel]
+                label = _axis_label(key)
+            else:
+                xs_raw, label = list(range(len(sel))), "sweep point"
+            order = np.argsort(xs_raw)
+            phase = np.array([[_phase_of(res, sel[j], t) for j in order] for t in temps])
+            panels.append((kind, np.asarray(xs_raw, float)[order], temps, phase, label, "T (K)"))
+    return panels
+
+
+def _phase_of(res, i: int, t: float) -> int:
+    """Index into output.PHASES for sweep point i at temperature t."""
+    if res.unstable[i]:
+        return 3
+    if res.quantum_melted[i]:
+        return 2
+    return 0 if t < res.melting_temperature[i] else 1
+
+
+def _melt_report(console, points, res, out: Path) -> None:
+    head = [f"sweep_{k}" for k in points[0][0]]
+    rows = []
+    for i, (lab, _) in enumerate(points):
+        tm = res.melting_temperature[i]
+        verdict = ("unstable" if res.unstable[i] else "quantum melted" if res.quantum_melted[i]
+                   else f"T_m = {tm:.4g} K" if np.isfinite(tm) else "T_m above melt.t_max")
+        rows.append([str(lab[k]) for k in lab] + [f"{res.lindemann_ratio_zero[i]:.4f}", verdict])
+    mesh = f"mesh {res.mesh.mesh}×{res.mesh.mesh} (change {res.mesh.change:.2g})"
+    if console.is_terminal:
+        from rich.table import Table
+
+        t = Table(title=f"moire melt → {out} ({mesh})")
+        for h in head + ["L(0)", "result"]:
+            t.add_column(h)
+        for r in rows[:40]:
+            t.add_row(*r)
+        console.print(t)
+        if len(rows) > 40:
+            console.print(f"… {len(rows) - 40} more rows in melt.csv")
+    else:
+        for r in rows:
+            typer.echo(" ".join(r))
+        typer.echo(mesh)
         typer.echo(f"wrote {out}")
 
 
