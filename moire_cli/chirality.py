@@ -633,3 +633,121 @@ def berry_curvature_mesh(
         groups,
         order,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything `moire phonons` reports, in one call
+
+
+@dataclass(frozen=True)
+class ChiralPhonons:
+    """Chiral-phonon quantities along a path and on a mesh (see :func:`chiral_phonons`).
+
+    Attributes:
+        omega_c: signed ħω_c (meV); charge_sign: −1 electrons, +1 holes; mass in m₀.
+        path_modes / mesh_modes: :class:`GyroscopicModes` on the path and on the mesh.
+        l_z, mu_z, berry_curvature, degenerate: (N_path, 2n) on the path, in ħ, μ_B, nm²; flags
+            mark modes inside a degenerate subspace (l_z or Ω carry the subspace mean there).
+        mesh_l_z: (N_mesh, 2n) l_z on the mesh (input order), in ħ.
+        mesh_berry: :class:`BerryCurvatureMesh` (per-band Ω map, Chern numbers).
+        stability: :func:`gyroscopic_stability` on path and mesh together.
+        thermal: :func:`thermal_totals` at ``temperature_K`` on the mesh.
+    """
+
+    omega_c: float
+    charge_sign: int
+    mass: float
+    path_modes: GyroscopicModes
+    l_z: np.ndarray
+    mu_z: np.ndarray
+    berry_curvature: np.ndarray
+    degenerate: np.ndarray
+    mesh_modes: GyroscopicModes
+    mesh_l_z: np.ndarray
+    mesh_berry: BerryCurvatureMesh
+    stability: dict
+    thermal: dict
+
+    def summary(self) -> dict:
+        """JSON-ready digest: ħω_c, stability under B, Chern numbers with the gap check, thermal totals."""
+        groups = [g.as_dict() for g in self.mesh_berry.groups]
+        return {
+            "hbar_omega_c_meV": self.omega_c,
+            "charge_sign": self.charge_sign,
+            "stability_under_field": self.stability,
+            "chern_numbers": [g["chern"] for g in groups],
+            "band_groups": groups,
+            "chern_mesh": list(self.mesh_berry.mesh),
+            "thermal": self.thermal,
+            "max_abs_l_z_hbar": float(np.max(np.abs(self.l_z))),
+            "max_abs_berry_curvature_nm2": float(np.nanmax(np.abs(self.berry_curvature), initial=0.0)),
+        }
+
+
+def chiral_phonons(
+    dynamical_matrix_fn,
+    q_path: np.ndarray,
+    q_mesh: np.ndarray,
+    mesh: tuple[int, int],
+    basis: np.ndarray,
+    reciprocal: np.ndarray,
+    *,
+    omega_c: float,
+    mass: float,
+    charge_sign: int = -1,
+    temperature_K: float = 0.0,
+    rtol: float = DEGENERACY_RTOL,
+    gap_rtol: float = GAP_RTOL,
+) -> ChiralPhonons:
+    """Modes under B, l_z, μ_z and Ω along a path; Ω map, Chern numbers and thermal totals on a mesh.
+
+    Args:
+        dynamical_matrix_fn: callable q (M, 2) → ħ²D (M, 2n, 2n) meV² (e.g. ``dynamics.dynamical_matrix``
+            bound to a model); called three times (path, path plaquettes, mesh).
+        q_path: (N_path, 2) Cartesian 1/nm.  q_mesh: (N1·N2, 2) full Γ-centred grid.  mesh: (N1, N2).
+        basis: (n, 2) nm; reciprocal: (2, 2) rows b1, b2.
+        omega_c: signed ħω_c in meV (:func:`cyclotron_energy`); mass in m₀; charge_sign ±1.
+        temperature_K: T for the thermal totals.
+
+    Raises:
+        ValueError: bad shapes, q_mesh not the stated grid, charge_sign not ±1, T < 0.
+    """
+    path_modes = gyroscopic_modes(dynamical_matrix_fn(q_path), omega_c, rtol=rtol)
+    l_z, deg_l = angular_momentum(path_modes, rtol=rtol)
+    omega, deg_o = berry_curvature_path(dynamical_matrix_fn, q_path, reciprocal, omega_c, rtol=rtol)
+    mesh_modes = gyroscopic_modes(dynamical_matrix_fn(q_mesh), omega_c, rtol=rtol)
+    mesh_l, _ = angular_momentum(mesh_modes, rtol=rtol)
+    berry = berry_curvature_mesh(mesh_modes, q_mesh, mesh, basis, reciprocal, rtol=rtol, gap_rtol=gap_rtol)
+    both = GyroscopicModes(
+        np.concatenate([path_modes.frequencies, mesh_modes.frequencies]),
+        np.concatenate([path_modes.displacements, mesh_modes.displacements]),
+        np.concatenate([path_modes.normalized, mesh_modes.normalized]),
+        np.concatenate([path_modes.growth_rates, mesh_modes.growth_rates]),
+        float(omega_c),
+        max(path_modes.real_tol, mesh_modes.real_tol),
+    )
+    stability = gyroscopic_stability(both)
+    n_path = q_path.shape[0]
+    stability["where"] = "path" if stability["index"][0] < n_path else "mesh"
+    if stability["where"] == "mesh":
+        stability["index"][0] -= n_path
+    mesh_mu = magnetic_moment(mesh_l, mass, charge_sign)
+    valid = mesh_modes.normalized & (mesh_modes.frequencies > 0)
+    thermal = thermal_totals(
+        mesh_modes.frequencies, mesh_l, mesh_mu, temperature_K, basis.shape[0], valid=valid
+    )
+    return ChiralPhonons(
+        float(omega_c),
+        int(charge_sign),
+        float(mass),
+        path_modes,
+        l_z,
+        magnetic_moment(l_z, mass, charge_sign),
+        omega,
+        deg_l | deg_o,
+        mesh_modes,
+        mesh_l,
+        berry,
+        stability,
+        thermal,
+    )

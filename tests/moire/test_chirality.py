@@ -264,3 +264,23 @@ def test_thermal_totals_fock_darwin_zero_point_and_bohr_van_leeuwen():
     np.testing.assert_allclose(l0.sum(axis=1), 0.0, atol=1e-12)
     with pytest.raises(ValueError):
         ch.bose_weight(np.ones(2), -1.0)
+
+
+def test_chiral_phonons_bundle_is_consistent():
+    model = honeycomb(4.0, 5.0)
+    k = k_point(model.reciprocal)
+    q_path = np.array([[0.0, 0.0], 0.5 * k, k, -k])
+    mesh = (12, 12)
+    q_mesh = gamma_grid(model.reciprocal, mesh, shuffle=5)
+    res = ch.chiral_phonons(
+        model.dynamical_matrix, q_path, q_mesh, mesh, model.basis, model.reciprocal,
+        omega_c=0.5, mass=0.5, charge_sign=-1, temperature_K=3.0,
+    )  # fmt: skip
+    direct = ch.gyroscopic_modes(model.dynamical_matrix(q_path), 0.5)
+    np.testing.assert_allclose(res.path_modes.frequencies, direct.frequencies, rtol=1e-12)
+    np.testing.assert_allclose(res.mu_z, -2.0 * res.l_z)
+    assert res.summary()["chern_numbers"] == _chern(model, mesh, 0.5).chern_numbers
+    assert res.stability["stable"] and res.stability["where"] in ("path", "mesh")
+    expected = ch.thermal_totals(res.mesh_modes.frequencies, res.mesh_l_z, -2 * res.mesh_l_z, 3.0, 2)
+    assert res.thermal == expected
+    assert res.summary()["max_abs_l_z_hbar"] == pytest.approx(np.max(np.abs(res.l_z)))
