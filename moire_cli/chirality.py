@@ -69,6 +69,11 @@ def gyroscopic_term(n_dof: int, omega_c: float) -> np.ndarray:
     return 1j * omega_c * np.kron(np.eye(n_dof // 2), _J)
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> float:
+    """z component of the 2D cross product a × b."""
+    return float(a[0] * b[1] - a[1] * b[0])
+
+
 def _spin_operator(n_dof: int) -> np.ndarray:
     """iJ ⊗ 1_sites: ε†(iJ)ε = Σ_κ 2 Im(ε*_κx ε_κy) (Zhang–Niu), the per-site rotation generator."""
     return 1j * np.kron(np.eye(n_dof // 2), _J)
@@ -421,7 +426,7 @@ def berry_curvature_path(
     loop = [1, 2, 3, 4, 1]
     links = [_krein_overlap(u[a], f[a], u[c], f[c], gmat) for a, c in zip(loop[:-1], loop[1:], strict=True)]
     invalid = _group_invalid(labels, ~np.all(ok, axis=0))
-    area = float(np.cross(d1, d2))
+    area = _cross(d1, d2)
     omega, degenerate, _ = _band_curvatures(links, labels, invalid, area)
     return omega, degenerate
 
@@ -583,7 +588,7 @@ def berry_curvature_mesh(
     cuts = np.all([np.diff(c, axis=-1) > tol for c in corners], axis=0).reshape(-1, m - 1)
     labels = np.concatenate([np.zeros((n1 * n2, 1), dtype=int), np.cumsum(cuts, axis=-1)], axis=-1)
     bad_mode = ~np.all(okc, axis=0).reshape(-1, m)
-    area = float(np.cross(b[0], b[1])) / (n1 * n2)
+    area = _cross(b[0], b[1]) / (n1 * n2)
     omega, degenerate, _ = _band_curvatures(links, labels, _group_invalid(labels, bad_mode), area)
 
     # Chern numbers per globally gapped group.
