@@ -59,7 +59,7 @@ def cyclotron_energy(field_T: float, mass: float, charge_sign: int = -1) -> floa
         raise ValueError(f"mass must be positive, got {mass}")
     if charge_sign not in (-1, 1):
         raise ValueError(f"charge_sign must be -1 (electrons) or +1 (holes), got {charge_sign}")
-    return -float(charge_sign) * HBAR_OMEGA_C_MEV_PER_T * float(field_T) / float(mass)
+    return -float(charge_sign) * HBAR_OMEGA_C_MEV_PER_T * float(field_T) / float(mass) + 0.0  # no −0
 
 
 def gyroscopic_term(n_dof: int, omega_c: float) -> np.ndarray:
