@@ -269,10 +269,10 @@ def angular_momentum(
         member = labels == labels[:, s : s + 1]  # (N_q, 2n)
         size = member.sum(axis=1)
         pair = member[:, :, None] & member[:, None, :]
-        nm = np.where(pair, gram, eye)
+        group_ok = np.all(ok | ~member, axis=1)  # every member symplectically normalised
+        nm = np.where(pair & group_ok[:, None, None], gram, eye)
         lm = np.where(pair, lmat, 0.0)
         val = np.real(np.trace(np.linalg.solve(nm, lm), axis1=1, axis2=2)) / size
-        group_ok = np.all(ok | ~member, axis=1)
         l_z[:, s] = np.where(group_ok, val, l_zn[:, s])
         degenerate[:, s] = size > 1
     return l_z, degenerate
@@ -532,7 +532,7 @@ def berry_curvature_mesh(
 
     Band groups for Chern numbers: bands s, s+1 are merged when min_q(ω_{s+1} − ω_s) ≤ gap_rtol·max ω.
     A group's Chern number is reported only when it is gapped from its neighbours (and, for the
-    lowest group, from ω = 0), every mode is stable, and no plaquette phase exceeds π/2 (the mesh
+    lowest group, from ω = 0), its modes are stable, and no plaquette phase exceeds π/2 (the mesh
     resolves the curvature); otherwise ``chern`` is None and ``note`` says why.
 
     Args:
@@ -596,7 +596,6 @@ def berry_curvature_mesh(
     gaps = np.min(np.diff(f, axis=-1).reshape(-1, m - 1), axis=0)  # (2n − 1,)
     glabels = np.concatenate([[0], np.cumsum(gaps > gap_tol)])
     lowest = float(np.min(f[..., 0]))
-    stable = bool(np.all(ok))
     groups = []
     for lab in range(int(glabels[-1]) + 1):
         members = np.flatnonzero(glabels == lab)
@@ -607,11 +606,12 @@ def berry_curvature_mesh(
         gapped = below > gap_tol and (above is None or above > gap_tol)
         max_phase = float(np.max(np.abs(phase)))
         raw = float(np.sum(phase) / (2 * np.pi))
+        stable = bool(np.all(ok[..., first : last + 1]))
         notes = []
         if last > first:
             notes.append(f"bands {first}-{last} touch on the mesh: one Chern number for the merged group")
         if not stable:
-            notes.append("unstable or zero-frequency modes on the mesh: Berry curvature undefined")
+            notes.append("unstable or zero-frequency modes in this group on the mesh: Berry curvature undefined")
         elif not gapped:
             notes.append("group not gapped from zero frequency on the mesh")
         elif max_phase > PHASE_LIMIT:

@@ -104,8 +104,8 @@ def phonons(
             },
         )
     with output.atomic_output_dir(out, overwrite) as tmp:
-        _write_outputs(tmp, cfg, res, distance, labels, summary)
-        _write_chirality(tmp, cfg, res, chiral, distance, labels)
+        _write_outputs(tmp, cfg, res, distance, labels, summary, *_chirality_outputs(chiral))
+        _plot_chirality(tmp, cfg, res, chiral, distance, labels)
     _report(console, cfg, res, labels, summary, out)
 
 
@@ -155,58 +155,57 @@ def _chirality(cfg, res):
     return res, chiral
 
 
-def _write_chirality(tmp: Path, cfg, res, chiral, distance, labels) -> None:
-    """Add l_z, μ_z, Ω to bands.csv (same row order: q-major, then mode), arrays to arrays.npz
-    (rewritten), and the l_z band plot and the Ω map."""
-    import csv
+def _chirality_outputs(chiral) -> tuple[dict, dict]:
+    """Extra bands.csv columns (row order q-major, then mode) and arrays.npz entries."""
+    columns = {
+        "l_z": chiral.l_z.ravel(),
+        "mu_z_muB": chiral.mu_z.ravel(),
+        "berry_curvature": chiral.berry_curvature.ravel(),
+        "degenerate": chiral.degenerate.ravel().astype(int),
+    }
+    bm = chiral.mesh_berry
+    arrays = {
+        "path_l_z_hbar": chiral.l_z,
+        "path_mu_z_muB": chiral.mu_z,
+        "path_berry_curvature_nm2": chiral.berry_curvature,
+        "path_degenerate": chiral.degenerate,
+        "mesh_l_z_hbar": chiral.mesh_l_z,
+        "berry_q_centres": bm.q_centres,
+        "berry_curvature_mesh_nm2": bm.berry_curvature,
+        "hbar_omega_c_meV": np.array(chiral.omega_c),
+    }
+    return columns, arrays
 
+
+def _plot_chirality(tmp: Path, cfg, res, chiral, distance, labels) -> None:
+    """bands_l_z.png (bands coloured by l_z) and berry_curvature.png (Ω map of chirality.berry_band)."""
+    if not cfg.output.plot:
+        return
     from moire_cli import output
     from moire_cli.units import convert_frequency
 
-    with open(tmp / "bands.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    header, body = rows[0], rows[1:]
-    columns = {name: [r[i] for r in body] for i, name in enumerate(header)}
-    columns["l_z"] = chiral.l_z.ravel()
-    columns["mu_z_muB"] = chiral.mu_z.ravel()
-    columns["berry_curvature"] = chiral.berry_curvature.ravel()
-    columns["degenerate"] = chiral.degenerate.ravel().astype(int)
-    output.write_csv(tmp / "bands.csv", columns)
-    arrays = dict(np.load(tmp / "arrays.npz"))
-    bm = chiral.mesh_berry
-    arrays.update(
-        path_l_z_hbar=chiral.l_z,
-        path_mu_z_muB=chiral.mu_z,
-        path_berry_curvature_nm2=chiral.berry_curvature,
-        path_degenerate=chiral.degenerate,
-        mesh_l_z_hbar=chiral.mesh_l_z,
-        berry_q_centres=bm.q_centres,
-        berry_curvature_mesh_nm2=bm.berry_curvature,
-        hbar_omega_c_meV=np.array(chiral.omega_c),
+    unit = cfg.output.frequency_unit
+    cr = res.model.crystal
+    b_field = cfg.chirality.magnetic_field_T
+    fig = output.plot_bands_angular_momentum(
+        distance,
+        convert_frequency(res.path_frequencies, unit),
+        chiral.l_z,
+        labels,
+        unit,
+        title=f"{cr.name}, B = {b_field:g} T: phonon angular momentum",
     )
-    output.write_npz(tmp / "arrays.npz", **arrays)
-    if cfg.output.plot:
-        unit = cfg.output.frequency_unit
-        cr = res.model.crystal
-        b_field = cfg.chirality.magnetic_field_T
-        fig = output.plot_bands_angular_momentum(
-            distance,
-            convert_frequency(res.path_frequencies, unit),
-            chiral.l_z,
-            labels,
-            unit,
-            title=f"{cr.name}, B = {b_field:g} T: phonon angular momentum",
-        )
-        output.save_figure(fig, tmp / "bands_l_z.png")
-        band = cfg.chirality.berry_band
-        chern = next(g.chern for g in bm.groups if g.first <= band <= g.last)
-        fig = output.plot_berry_curvature_map(
-            bm.q_centres,
-            bm.berry_curvature[..., band],
-            cr.reciprocal,
-            title=f"{cr.name}, B = {b_field:g} T: Ω of band {band} (Chern number of its group: {chern})",
-        )
-        output.save_figure(fig, tmp / "berry_curvature.png")
+    output.save_figure(fig, tmp / "bands_l_z.png")
+    bm = chiral.mesh_berry
+    band = cfg.chirality.berry_band
+    chern = next(g.chern for g in bm.groups if g.first <= band <= g.last)
+    fig = output.plot_berry_curvature_map(
+        bm.q_centres,
+        bm.berry_curvature[..., band],
+        cr.reciprocal,
+        title=f"{cr.name}, B = {b_field:g} T: Ω of band {band} (Chern number of its group: {chern})",
+    )
+    output.save_figure(fig, tmp / "berry_curvature.png")
 
 
 def _summary(cfg, model, res, labels, warnings) -> dict:
@@ -255,7 +254,7 @@ def _summary(cfg, model, res, labels, warnings) -> dict:
     }
 
 
-def _write_outputs(tmp: Path, cfg, res, distance, labels, summary) -> None:
+def _write_outputs(tmp: Path, cfg, res, distance, labels, summary, extra_columns=None, extra_arrays=None) -> None:
     from moire_cli import output
     from moire_cli.units import convert_frequency
 
@@ -276,6 +275,7 @@ def _write_outputs(tmp: Path, cfg, res, distance, labels, summary) -> None:
             "q_frac_2": rep(frac[:, 1], n_m),
             "mode": np.tile(np.arange(n_m), n_q),
             f"frequency_{unit}": convert_frequency(res.path_frequencies, unit).ravel(),
+            **(extra_columns or {}),
         },
     )
     factor = float(convert_frequency(1.0, unit))
@@ -295,6 +295,7 @@ def _write_outputs(tmp: Path, cfg, res, distance, labels, summary) -> None:
         dos_per_meV=res.dos,
         cell=cr.cell,
         basis=cr.basis,
+        **(extra_arrays or {}),
     )
     output.write_json(tmp / "summary.json", summary)
     if cfg.output.plot:

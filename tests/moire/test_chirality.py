@@ -284,3 +284,21 @@ def test_chiral_phonons_bundle_is_consistent():
     expected = ch.thermal_totals(res.mesh_modes.frequencies, res.mesh_l_z, -2 * res.mesh_l_z, 3.0, 2)
     assert res.thermal == expected
     assert res.summary()["max_abs_l_z_hbar"] == pytest.approx(np.max(np.abs(res.l_z)))
+
+
+def test_unpinned_crystal_in_field_zero_mode_is_reported_not_guessed():
+    """No trap: at Γ the field leaves ω = 0 (translation) and ω = ω_c (Kohn mode)."""
+    model = triangular(trap=0.0)
+    omega_c = 0.5
+    modes = ch.gyroscopic_modes(model.dynamical_matrix(GAMMA), omega_c)
+    np.testing.assert_allclose(modes.frequencies[0], [0.0, omega_c], atol=1e-9)
+    assert modes.normalized[0].tolist() == [False, True]
+    l_z, _ = ch.angular_momentum(modes)
+    assert np.all(np.isfinite(l_z)) and l_z[0, 1] == pytest.approx(2.0)  # 2ω/(2ω − ω_c) at ω = ω_c
+    mesh = (6, 6)
+    q = gamma_grid(model.reciprocal, mesh)
+    bm = ch.berry_curvature_mesh(ch.gyroscopic_modes(model.dynamical_matrix(q), omega_c), q, mesh,
+                                 model.basis, model.reciprocal)  # fmt: skip
+    assert bm.groups[0].chern is None and "zero-frequency" in bm.groups[0].note
+    assert isinstance(bm.groups[1].chern, int) and bm.groups[1].note == ""  # the gapped Kohn band is fine
+    assert np.isnan(bm.berry_curvature[..., 0]).sum() == 4  # the four plaquettes touching Γ
