@@ -81,6 +81,7 @@ def phonons(
     q_mesh = crystals.monkhorst_pack(cr, cfg.mesh.size)
     _log(console, f"{cr.name}: {cr.n_sites} site(s)/cell, {len(q_path)} path + {len(q_mesh)} mesh q-points")
     res = dynamics.compute_phonons(model, q_path, q_mesh, cfg.relax, cfg.mesh.smearing_meV, cfg.mesh.n_energies)
+    res, chiral = _chirality(cfg, res)
     if res.relax is not None and not res.relax.hessian_psd:
         warnings.append(
             f"the q = 0 Hessian at the relaxed positions is not positive semidefinite "
@@ -89,9 +90,122 @@ def phonons(
     for w in warnings:
         _log(console, f"warning: {w}")
     summary = _summary(cfg, model, res, labels, warnings)
+    summary["chern_numbers"] = chiral.summary()["chern_numbers"]
+    summary["chirality"] = {"magnetic_field_T": cfg.chirality.magnetic_field_T, **chiral.summary()}
+    at_labels = summary["chirality"]["at_labels"] = {}
+    for i, lab in labels:
+        at_labels.setdefault(
+            lab,
+            {
+                "l_z_hbar": chiral.l_z[i] + 0.0,
+                "mu_z_muB": chiral.mu_z[i] + 0.0,
+                "berry_curvature_nm2": chiral.berry_curvature[i] + 0.0,
+                "degenerate": chiral.degenerate[i],
+            },
+        )
     with output.atomic_output_dir(out, overwrite) as tmp:
-        _write_outputs(tmp, cfg, res, distance, labels, summary)
+        _write_outputs(tmp, cfg, res, distance, labels, summary, *_chirality_outputs(chiral))
+        _plot_chirality(tmp, cfg, res, chiral, distance, labels)
     _report(console, cfg, res, labels, summary, out)
+
+
+def _chirality(cfg, res):
+    """Chiral phonons of the relaxed crystal (spec §6). Under B ≠ 0 the reported bands, DOS and
+    stability become those of the gyroscopic problem (all ω real = stable)."""
+    import dataclasses
+
+    from moire_cli import chirality, dynamics
+
+    cr = res.model.crystal
+    chi = cfg.chirality
+    charge = chi.carrier_charge(cfg.moire_potential.carrier)
+    omega_c = chirality.cyclotron_energy(chi.magnetic_field_T, cfg.mass, charge)
+    chiral = chirality.chiral_phonons(
+        functools.partial(dynamics.dynamical_matrix, res.model),
+        res.q_path,
+        res.q_mesh,
+        cfg.mesh.size,
+        cr.basis,
+        cr.reciprocal,
+        omega_c=omega_c,
+        mass=cfg.mass,
+        charge_sign=charge,
+        temperature_K=chi.temperature_K,
+    )
+    if omega_c == 0.0:
+        return res, chiral
+    fp, fm = chiral.path_modes.frequencies, chiral.mesh_modes.frequencies
+    lo, hi = float(min(fp.min(), fm.min())), float(max(fp.max(), fm.max()))
+    sigma = cfg.mesh.smearing_meV or max(hi - lo, 1e-6 * max(abs(hi), 1.0)) / 100
+    energies = np.linspace(lo - 4 * sigma, hi + 4 * sigma, cfg.mesh.n_energies)
+    st = dict(chiral.stability)
+    iq, mode = st["index"]
+    st["index"] = (iq, mode)
+    st["q"] = (res.q_path if st["where"] == "path" else res.q_mesh)[iq]
+    res = dataclasses.replace(
+        res,
+        path_frequencies=fp,
+        path_eigenvectors=chiral.path_modes.polarizations,
+        mesh_frequencies=fm,
+        mesh_eigenvectors=chiral.mesh_modes.polarizations,
+        energies=energies,
+        dos=dynamics.density_of_states(fm, energies, sigma),
+        stability=st,
+    )
+    return res, chiral
+
+
+def _chirality_outputs(chiral) -> tuple[dict, dict]:
+    """Extra bands.csv columns (row order q-major, then mode) and arrays.npz entries."""
+    columns = {
+        "l_z": chiral.l_z.ravel(),
+        "mu_z_muB": chiral.mu_z.ravel(),
+        "berry_curvature": chiral.berry_curvature.ravel(),
+        "degenerate": chiral.degenerate.ravel().astype(int),
+    }
+    bm = chiral.mesh_berry
+    arrays = {
+        "path_l_z_hbar": chiral.l_z,
+        "path_mu_z_muB": chiral.mu_z,
+        "path_berry_curvature_nm2": chiral.berry_curvature,
+        "path_degenerate": chiral.degenerate,
+        "mesh_l_z_hbar": chiral.mesh_l_z,
+        "berry_q_centres": bm.q_centres,
+        "berry_curvature_mesh_nm2": bm.berry_curvature,
+        "hbar_omega_c_meV": np.array(chiral.omega_c),
+    }
+    return columns, arrays
+
+
+def _plot_chirality(tmp: Path, cfg, res, chiral, distance, labels) -> None:
+    """bands_l_z.png (bands coloured by l_z) and berry_curvature.png (Ω map of chirality.berry_band)."""
+    if not cfg.output.plot:
+        return
+    from moire_cli import output
+    from moire_cli.units import convert_frequency
+
+    unit = cfg.output.frequency_unit
+    cr = res.model.crystal
+    b_field = cfg.chirality.magnetic_field_T
+    fig = output.plot_bands_angular_momentum(
+        distance,
+        convert_frequency(res.path_frequencies, unit),
+        chiral.l_z,
+        labels,
+        unit,
+        title=f"{cr.name}, B = {b_field:g} T: phonon angular momentum",
+    )
+    output.save_figure(fig, tmp / "bands_l_z.png")
+    bm = chiral.mesh_berry
+    band = cfg.chirality.berry_band
+    chern = next(g.chern for g in bm.groups if g.first <= band <= g.last)
+    fig = output.plot_berry_curvature_map(
+        bm.q_centres,
+        bm.berry_curvature[..., band],
+        cr.reciprocal,
+        title=f"{cr.name}, B = {b_field:g} T: Ω of band {band} (Chern number of its group: {chern})",
+    )
+    output.save_figure(fig, tmp / "berry_curvature.png")
 
 
 def _summary(cfg, model, res, labels, warnings) -> dict:
@@ -140,7 +254,7 @@ def _summary(cfg, model, res, labels, warnings) -> dict:
     }
 
 
-def _write_outputs(tmp: Path, cfg, res, distance, labels, summary) -> None:
+def _write_outputs(tmp: Path, cfg, res, distance, labels, summary, extra_columns=None, extra_arrays=None) -> None:
     from moire_cli import output
     from moire_cli.units import convert_frequency
 
@@ -161,6 +275,7 @@ def _write_outputs(tmp: Path, cfg, res, distance, labels, summary) -> None:
             "q_frac_2": rep(frac[:, 1], n_m),
             "mode": np.tile(np.arange(n_m), n_q),
             f"frequency_{unit}": convert_frequency(res.path_frequencies, unit).ravel(),
+            **(extra_columns or {}),
         },
     )
     factor = float(convert_frequency(1.0, unit))
@@ -180,6 +295,7 @@ def _write_outputs(tmp: Path, cfg, res, distance, labels, summary) -> None:
         dos_per_meV=res.dos,
         cell=cr.cell,
         basis=cr.basis,
+        **(extra_arrays or {}),
     )
     output.write_json(tmp / "summary.json", summary)
     if cfg.output.plot:
@@ -201,6 +317,15 @@ def _report(console, cfg, res, labels, summary, out: Path) -> None:
     line = (
         f"{verdict}; min ħω = {st['min_frequency_meV']:.4g} meV at q_frac = "
         f"{np.round(summary['min_frequency_at']['q_frac'], 4).tolist()} ({st['where']})"
+    )
+    chi = summary["chirality"]
+    if chi["max_abs_l_z_hbar"] > 1e-6:
+        for lab, v in chi["at_labels"].items():
+            line += f"\n{lab}: l_z = " + " ".join(f"{x:+.3f}" for x in v["l_z_hbar"]) + " ħ"
+    line += (
+        f"\nB = {chi['magnetic_field_T']:g} T (ħω_c = {chi['hbar_omega_c_meV']:.4g} meV): "
+        f"Chern numbers {chi['chern_numbers']}, max |l_z| = {chi['max_abs_l_z_hbar']:.3g} ħ, "
+        f"L/N = {chi['thermal']['angular_momentum_per_particle_hbar']:.3g} ħ at {chi['thermal']['temperature_K']:g} K"
     )
     if console.is_terminal:
         from rich.table import Table

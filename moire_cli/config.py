@@ -76,6 +76,15 @@ class MoirePotentialConfig(_Section):
     carrier: Literal["electron", "hole"] = "electron"
     harmonic_only: bool = False
     hbar_omega_M: float | None = Field(None, gt=0, description="direct ħω_M input (meV); overrides V")
+    trap_scale: list[float] | None = Field(
+        None, description="per-site multiplier of Δ (one per basis site; unequal values break inversion)"
+    )
+
+    @model_validator(mode="after")
+    def _check_trap_scale(self) -> MoirePotentialConfig:
+        if self.trap_scale is not None and not all(np.isfinite(x) and x >= 0 for x in self.trap_scale):
+            raise ValueError("moire_potential.trap_scale entries must be finite and ≥ 0")
+        return self
 
     def build(self, mass: float) -> MoirePotential | None:
         sign = 1 if self.carrier == "electron" else -1
@@ -143,13 +152,31 @@ class SystemConfig(_Section):
     interaction: InteractionConfig = InteractionConfig()
     ewald: EwaldConfig = EwaldConfig()
 
+    @property
+    def n_sites(self) -> int:
+        """Sites per cell of the configured crystal."""
+        c = self.crystal
+        return len(BUILTIN_CRYSTALS[c.name][1]) if c.name in BUILTIN_CRYSTALS else len(c.basis)
+
+    @model_validator(mode="after")
+    def _check_sites(self) -> SystemConfig:
+        ts = self.moire_potential.trap_scale
+        if ts is not None and len(ts) != self.n_sites:
+            raise ValueError(
+                f"moire_potential.trap_scale has {len(ts)} entries but crystal {self.crystal.name!r} "
+                f"has {self.n_sites} site(s) per cell"
+            )
+        return self
+
     def build_model(self) -> LatticeModel:
         """The :class:`LatticeModel` this config describes (unrelaxed)."""
+        ts = self.moire_potential.trap_scale
         return LatticeModel(
             crystal=self.crystal.build(self.moire_potential.a_M),
             potential=self.moire_potential.build(self.mass),
             interaction=self.interaction.build(self.dielectric.kappa),
             mass=self.mass,
+            trap_scale=None if ts is None else tuple(float(x) for x in ts),
             ewald_eta=self.ewald.eta,
             ewald_tol=self.ewald.tolerance,
             short_range_tol=self.ewald.short_range_tolerance,
@@ -201,6 +228,24 @@ class OutputConfig(_Section):
     plot: bool = True
 
 
+class ChiralityConfig(_Section):
+    """Chiral phonons (spec §6): perpendicular magnetic field B ẑ (tesla, either sign), the carrier
+    charge for the Lorentz force (−1 electrons, +1 holes; None = from ``moire_potential.carrier``),
+    the temperature of the thermal totals (K) and the band (0-based, ascending) whose Berry curvature
+    is mapped over the Brillouin zone."""
+
+    magnetic_field_T: float = Field(0.0, ge=-200, le=200, description="B along +z (T)")
+    charge_sign: Literal[-1, 1] | None = None
+    temperature_K: float = Field(0.0, ge=0, le=1e5)
+    berry_band: int = Field(0, ge=0)
+
+    def carrier_charge(self, carrier: str) -> int:
+        """The charge sign in use: explicit, or −1 for electrons and +1 for holes."""
+        if self.charge_sign is not None:
+            return int(self.charge_sign)
+        return -1 if carrier == "electron" else 1
+
+
 class PhononsConfig(SystemConfig):
     """Config of `moire phonons`."""
 
@@ -208,6 +253,16 @@ class PhononsConfig(SystemConfig):
     path: PathConfig = PathConfig()
     mesh: MeshConfig = MeshConfig()
     output: OutputConfig = OutputConfig()
+    chirality: ChiralityConfig = ChiralityConfig()
+
+    @model_validator(mode="after")
+    def _check_berry_band(self) -> PhononsConfig:
+        if self.chirality.berry_band >= 2 * self.n_sites:
+            raise ValueError(
+                f"chirality.berry_band = {self.chirality.berry_band} but the crystal has only "
+                f"{2 * self.n_sites} bands (0-based)"
+            )
+        return self
 
 
 # ------------------------------------------------------------------ loading

@@ -301,3 +301,113 @@ def _axis_edges(set_ticks, c: np.ndarray) -> np.ndarray:
         return np.array([c[0] - 0.5, c[0] + 0.5])
     mid = 0.5 * (c[1:] + c[:-1])
     return np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+
+
+# ------------------------------------------------------------------ chiral phonon plots
+def plot_bands_angular_momentum(
+    distance: np.ndarray,
+    frequencies: np.ndarray,
+    l_z: np.ndarray,
+    labels: list[tuple[int, str]],
+    unit: str = "meV",
+    title: str = "",
+):
+    """Bands (N_q, n_modes) along the path coloured by the phonon angular momentum l_z (ħ),
+    a diverging map symmetric about 0 (red: counterclockwise). Returns the Figure (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    lim = max(float(np.nanmax(np.abs(l_z), initial=0.0)), 1e-3)
+    norm = Normalize(-lim, lim)
+    for s in range(frequencies.shape[1]):
+        pts = np.stack([distance, frequencies[:, s]], axis=-1)
+        seg = np.stack([pts[:-1], pts[1:]], axis=1)
+        lc = LineCollection(seg, cmap="coolwarm", norm=norm, linewidths=2.0)
+        lc.set_array(0.5 * (l_z[:-1, s] + l_z[1:, s]))
+        ax.add_collection(lc)
+    ticks = [distance[i] for i, _ in labels]
+    ax.set_xticks(ticks, [("Γ" if lab == "G" else lab) for _, lab in labels])
+    for t in ticks:
+        ax.axvline(t, color="0.8", lw=0.6)
+    ax.set_xlim(distance[0], distance[-1])
+    lo, hi = float(np.min(frequencies)), float(np.max(frequencies))
+    pad = 0.05 * max(hi - lo, 1e-9)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_ylabel(f"ħω ({unit})")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="coolwarm"), ax=ax, label="l_z (ħ)")
+    return fig
+
+
+def brillouin_zone(reciprocal: np.ndarray) -> np.ndarray:
+    """Vertices (n_v, 2) of the first Brillouin zone (Wigner–Seitz cell of the reciprocal lattice),
+    counterclockwise, from ``scipy.spatial.Voronoi`` of the nearby reciprocal lattice points."""
+    from scipy.spatial import Voronoi
+
+    r = np.arange(-2, 3)
+    g = (r[:, None, None] * reciprocal[0] + r[None, :, None] * reciprocal[1]).reshape(-1, 2)
+    vor = Voronoi(g)
+    centre = int(np.argmin(np.linalg.norm(g, axis=1)))
+    verts = vor.vertices[vor.regions[vor.point_region[centre]]]
+    return verts[np.argsort(np.arctan2(verts[:, 1], verts[:, 0]))]
+
+
+def plot_berry_curvature_map(
+    q_centres: np.ndarray,
+    berry_curvature: np.ndarray,
+    reciprocal: np.ndarray,
+    title: str = "",
+):
+    """Map of Ω (nm²) of one band over the first Brillouin zone.
+
+    q_centres (N1, N2, 2) plaquette centres of an N1 × N2 mesh (1/nm), berry_curvature (N1, N2) nm²
+    (NaN = undefined, left blank). The mesh cells are tiled by reciprocal vectors and clipped to the
+    Wigner–Seitz zone. Returns the Figure (Agg).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Polygon
+
+    n1, n2 = berry_curvature.shape
+    b = np.asarray(reciprocal, dtype=float)
+    # Cell corners of each plaquette (N1 + 1, N2 + 1, 2), centred on the stored centres.
+    i1, i2 = np.meshgrid(np.arange(n1 + 1) - 0.5, np.arange(n2 + 1) - 0.5, indexing="ij")
+    origin = q_centres[0, 0]
+    # Plaquette (i, j) has centre origin + i b1/N1 + j b2/N2 modulo G; rebuild a regular grid.
+    frac = (q_centres.reshape(-1, 2) - origin) @ np.linalg.inv(b) * np.array([n1, n2])
+    order = np.lexsort((np.rint(frac[:, 1]) % n2, np.rint(frac[:, 0]) % n1))
+    values = berry_curvature.reshape(-1)[order].reshape(n1, n2)
+    corners = origin + (i1[..., None] / n1) * b[0] + (i2[..., None] / n2) * b[1]
+    zone = brillouin_zone(b)
+    finite = np.abs(values[np.isfinite(values)])
+    lim = float(np.percentile(finite, 98)) if finite.size else 0.0
+    norm = Normalize(-(lim or 1.0), lim or 1.0)  # 98th percentile: spikes near degeneracies saturate
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    patch = Polygon(zone, closed=True, fill=False, edgecolor="k", lw=1.0)
+    ax.add_patch(patch)
+    mesh_artist = None
+    for s1 in (-1, 0, 1):
+        for s2 in (-1, 0, 1):
+            shift = s1 * b[0] + s2 * b[1]
+            c = corners + shift
+            mesh_artist = ax.pcolormesh(
+                c[..., 0], c[..., 1], np.ma.masked_invalid(values), cmap="RdBu_r", norm=norm, shading="flat"
+            )
+            mesh_artist.set_clip_path(patch)
+    ext = 1.05 * np.max(np.abs(zone), axis=0)
+    ax.set_xlim(-ext[0], ext[0])
+    ax.set_ylim(-ext[1], ext[1])
+    ax.set_aspect("equal")
+    ax.set_xlabel("q_x (1/nm)")
+    ax.set_ylabel("q_y (1/nm)")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(mesh_artist, ax=ax, label="Berry curvature Ω (nm²)")
+    return fig
