@@ -1,0 +1,571 @@
+"""Validated configs for `moire` commands (pydantic, unknown keys rejected).
+
+Shared sub-models describe the physical system and are reused by every command:
+``crystal`` (:class:`CrystalConfig`), ``moire_potential`` (:class:`MoirePotentialConfig`),
+``dielectric`` (:class:`DielectricConfig`), ``interaction`` (:class:`InteractionConfig`),
+``ewald`` (:class:`EwaldConfig`), gathered in :class:`SystemConfig` with ``build_model()``.
+A command config subclasses :class:`SystemConfig` and adds its own sections
+(:class:`PhononsConfig`: ``path``, ``mesh``, ``output``). :func:`load_config` resolves
+defaults < YAML < ``--set key=value`` for any such class.
+
+Units: nm, meV, m₀, degrees for ψ.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from moire_cli.crystals import BUILTIN_CRYSTALS, Crystal, build_crystal
+from moire_cli.dynamics import LatticeModel
+from moire_cli.potentials import Coulomb, DualGate, Keldysh, MoirePotential, PairInteraction
+from moire_cli.units import HBAR2_OVER_M0_MEV_NM2
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem (one line, names the key)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CrystalConfig(_Section):
+    """Crystal: a built-in of spec §4 or a user-defined cell + basis (both in units of a_M)."""
+
+    name: str = "triangular"
+    cell: list[list[float]] | None = None
+    basis: list[list[float]] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CrystalConfig:
+        if self.name in BUILTIN_CRYSTALS:
+            if self.cell is not None or self.basis is not None:
+                raise ValueError(f"crystal {self.name!r} is built in: cell/basis are only for user-defined crystals")
+        else:
+            if self.cell is None or self.basis is None:
+                raise ValueError(
+                    f"unknown crystal {self.name!r}: use one of {sorted(BUILTIN_CRYSTALS)} or give cell and basis"
+                )
+            if np.shape(self.cell) != (2, 2):
+                raise ValueError("crystal.cell must be two 2-vectors [[x, y], [x, y]] (units of a_M)")
+            if len(self.basis) < 1 or np.shape(self.basis)[1:] != (2,):
+                raise ValueError("crystal.basis must be a list of 2-vectors (units of a_M)")
+            if abs(np.linalg.det(np.array(self.cell))) < 1e-9:
+                raise ValueError("crystal.cell vectors are linearly dependent")
+        return self
+
+    def build(self, a_M: float) -> Crystal:
+        return build_crystal(self.name, a_M, self.cell, self.basis)
+
+
+class MoirePotentialConfig(_Section):
+    """Moiré potential Δ(r) = 2V Σ cos(b_j·r + ψ) (spec §2). V = 0 means unpinned.
+
+    ``hbar_omega_M`` (meV), when given, sets V from ħω_M = (4πħ/a_M)√(V c(ψ)/m) instead of ``V``.
+    """
+
+    a_M: float = Field(gt=0, description="moiré period (nm)")
+    V: float = Field(0.0, ge=0, description="amplitude (meV)")
+    psi_deg: float = Field(0.0, description="phase ψ (degrees)")
+    carrier: Literal["electron", "hole"] = "electron"
+    harmonic_only: bool = False
+    hbar_omega_M: float | None = Field(None, gt=0, description="direct ħω_M input (meV); overrides V")
+    trap_scale: list[float] | None = Field(
+        None, description="per-site multiplier of Δ (one per basis site; unequal values break inversion)"
+    )
+
+    @model_validator(mode="after")
+    def _check_trap_scale(self) -> MoirePotentialConfig:
+        if self.trap_scale is not None and not all(np.isfinite(x) and x >= 0 for x in self.trap_scale):
+            raise ValueError("moire_potential.trap_scale entries must be finite and ≥ 0")
+        return self
+
+    def build(self, mass: float) -> MoirePotential | None:
+        sign = 1 if self.carrier == "electron" else -1
+        psi = np.deg2rad(self.psi_deg)
+        V = self.V
+        if self.hbar_omega_M is not None:
+            unit = MoirePotential(self.a_M, 1.0, psi, sign)
+            V = self.hbar_omega_M**2 * mass / (HBAR2_OVER_M0_MEV_NM2 * unit.k_M)
+        if V == 0:
+            return None
+        return MoirePotential(self.a_M, V, psi, sign, self.harmonic_only)
+
+
+class DielectricConfig(_Section):
+    """Dielectric environment: κ = (ε_top + ε_bottom)/2."""
+
+    epsilon_top: float = Field(4.5, gt=0)
+    epsilon_bottom: float = Field(4.5, gt=0)
+
+    @property
+    def kappa(self) -> float:
+        return 0.5 * (self.epsilon_top + self.epsilon_bottom)
+
+
+class InteractionConfig(_Section):
+    """Pair interaction (spec §3): coulomb; keldysh with r0 (nm); dual-gate with d_g (nm)."""
+
+    kind: Literal["coulomb", "keldysh", "dual-gate"] = "coulomb"
+    r0: float | None = Field(None, gt=0, description="Keldysh screening length r₀ (nm)")
+    d_g: float | None = Field(None, gt=0, description="gate distance d_g (nm)")
+
+    @model_validator(mode="after")
+    def _check(self) -> InteractionConfig:
+        if self.kind == "keldysh" and self.r0 is None:
+            raise ValueError("interaction.r0 is required for kind 'keldysh'")
+        if self.kind == "dual-gate" and self.d_g is None:
+            raise ValueError("interaction.d_g is required for kind 'dual-gate'")
+        return self
+
+    def build(self, kappa: float) -> PairInteraction:
+        if self.kind == "keldysh":
+            return Keldysh(kappa, self.r0)
+        if self.kind == "dual-gate":
+            return DualGate(kappa, self.d_g)
+        return Coulomb(kappa)
+
+
+class EwaldConfig(_Section):
+    """Lattice-sum numerics: η (1/nm, default √(π/A)), Ewald tolerance, short-range tolerance or
+    explicit cut-off (nm)."""
+
+    eta: float | None = Field(None, gt=0)
+    tolerance: float = Field(1e-16, gt=0, lt=1)
+    short_range_tolerance: float = Field(1e-6, gt=0, lt=1)
+    short_range_cutoff: float | None = Field(None, gt=0)
+
+
+class SystemConfig(_Section):
+    """The physical system shared by all commands."""
+
+    crystal: CrystalConfig = CrystalConfig()
+    moire_potential: MoirePotentialConfig
+    mass: float = Field(0.5, gt=0, description="particle mass (m₀)")
+    dielectric: DielectricConfig = DielectricConfig()
+    interaction: InteractionConfig = InteractionConfig()
+    ewald: EwaldConfig = EwaldConfig()
+
+    @property
+    def n_sites(self) -> int:
+        """Sites per cell of the configured crystal."""
+        c = self.crystal
+        return len(BUILTIN_CRYSTALS[c.name][1]) if c.name in BUILTIN_CRYSTALS else len(c.basis)
+
+    @model_validator(mode="after")
+    def _check_sites(self) -> SystemConfig:
+        ts = self.moire_potential.trap_scale
+        if ts is not None and len(ts) != self.n_sites:
+            raise ValueError(
+                f"moire_potential.trap_scale has {len(ts)} entries but crystal {self.crystal.name!r} "
+                f"has {self.n_sites} site(s) per cell"
+            )
+        return self
+
+    def build_model(self) -> LatticeModel:
+        """The :class:`LatticeModel` this config describes (unrelaxed)."""
+        ts = self.moire_potential.trap_scale
+        return LatticeModel(
+            crystal=self.crystal.build(self.moire_potential.a_M),
+            potential=self.moire_potential.build(self.mass),
+            interaction=self.interaction.build(self.dielectric.kappa),
+            mass=self.mass,
+            trap_scale=None if ts is None else tuple(float(x) for x in ts),
+            ewald_eta=self.ewald.eta,
+            ewald_tol=self.ewald.tolerance,
+            short_range_tol=self.ewald.short_range_tolerance,
+            short_range_cutoff=self.ewald.short_range_cutoff,
+        )
+
+
+class PathPoint(_Section):
+    label: str
+    frac: tuple[float, float]
+
+
+class PathConfig(_Section):
+    """Band path: names of high-symmetry points (G, M, K, K' or G, X, S, Y) and/or explicit
+    {label, frac} points; None = Γ–M–K–Γ (hexagonal) or Γ–X–S–Y–Γ (rectangular)."""
+
+    points: list[str | PathPoint] | None = None
+    n_per_segment: int = Field(60, ge=2, le=100000)
+
+    @model_validator(mode="after")
+    def _check(self) -> PathConfig:
+        if self.points is not None and len(self.points) < 2:
+            raise ValueError("path.points needs at least two points")
+        return self
+
+    def spec(self) -> list | None:
+        if self.points is None:
+            return None
+        return [p if isinstance(p, str) else (p.label, np.array(p.frac)) for p in self.points]
+
+
+class MeshConfig(_Section):
+    """Monkhorst–Pack mesh for the DOS and the stability check; Gaussian smearing (meV, None =
+    1/100 of the frequency range)."""
+
+    size: tuple[int, int] = (24, 24)
+    smearing_meV: float | None = Field(None, gt=0)
+    n_energies: int = Field(400, ge=10, le=100000)
+
+    @model_validator(mode="after")
+    def _check(self) -> MeshConfig:
+        if min(self.size) < 1 or max(self.size) > 2048:
+            raise ValueError("mesh.size entries must be between 1 and 2048")
+        return self
+
+
+class OutputConfig(_Section):
+    frequency_unit: Literal["meV", "THz", "cm-1"] = "meV"
+    plot: bool = True
+
+
+class ChiralityConfig(_Section):
+    """Chiral phonons (spec §6): perpendicular magnetic field B ẑ (tesla, either sign), the carrier
+    charge for the Lorentz force (−1 electrons, +1 holes; None = from ``moire_potential.carrier``),
+    the temperature of the thermal totals (K) and the band (0-based, ascending) whose Berry curvature
+    is mapped over the Brillouin zone."""
+
+    magnetic_field_T: float = Field(0.0, ge=-200, le=200, description="B along +z (T)")
+    charge_sign: Literal[-1, 1] | None = None
+    temperature_K: float = Field(0.0, ge=0, le=1e5)
+    berry_band: int = Field(0, ge=0)
+
+    def carrier_charge(self, carrier: str) -> int:
+        """The charge sign in use: explicit, or −1 for electrons and +1 for holes."""
+        if self.charge_sign is not None:
+            return int(self.charge_sign)
+        return -1 if carrier == "electron" else 1
+
+
+class PhononsConfig(SystemConfig):
+    """Config of `moire phonons`."""
+
+    relax: bool = True
+    path: PathConfig = PathConfig()
+    mesh: MeshConfig = MeshConfig()
+    output: OutputConfig = OutputConfig()
+    chirality: ChiralityConfig = ChiralityConfig()
+
+    @model_validator(mode="after")
+    def _check_berry_band(self) -> PhononsConfig:
+        if self.chirality.berry_band >= 2 * self.n_sites:
+            raise ValueError(
+                f"chirality.berry_band = {self.chirality.berry_band} but the crystal has only "
+                f"{2 * self.n_sites} bands (0-based)"
+            )
+        return self
+
+
+# ------------------------------------------------------------------ loading
+C = TypeVar("C", bound=BaseModel)
+
+
+def _set_dotted(data: dict, key: str, value) -> None:
+    parts = key.split(".")
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: {p!r} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
+    """'a.b=value' strings -> (dotted key, YAML-scalar value)."""
+    out = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"--set: bad key {key!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+        out.append((key, value))
+    return out
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "list[float]", "PathPoint"}
+
+
+def _format_error(err: ValidationError) -> str:
+    """One line naming the key: the most specific (deepest) of pydantic's errors."""
+    errors = err.errors()
+    e = max(errors, key=lambda x: len(x["loc"]))
+    loc = ".".join(
+        str(x) for x in e["loc"] if not (str(x) in _UNION_TAGS or str(x).startswith(("function-", "tuple[")))
+    )
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"config: {loc or '<root>'}: {msg}"
+
+
+def config_from_dict(data: dict, cls: type[C] = PhononsConfig, overrides: list[str] | None = None) -> C:
+    """Validate ``data`` (+ dotted overrides) as ``cls``. Raises ConfigError (one line)."""
+    data = dict(data)
+    for key, value in parse_overrides(overrides):
+        _set_dotted(data, key, value)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: Path | str, cls: type[C] = PhononsConfig, overrides: list[str] | None = None) -> C:
+    """Read YAML ``path`` and resolve defaults < YAML < overrides as ``cls``.
+
+    Raises:
+        ConfigError: missing/unreadable file, malformed YAML, not a mapping, validation failure.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a YAML mapping of sections")
+    return config_from_dict(data, cls, overrides)
+
+
+# ------------------------------------------------------------------ moire melt
+#: Interlayer-exciton interactions (spec §3; moire_cli/excitons.py).
+EXCITON_INTERACTIONS = ("dipole-bare", "dipole-twosheet", "dipole-lumped")
+
+
+class MeltInteractionConfig(InteractionConfig):
+    """Pair interaction for `moire melt`: the electron ones (coulomb, keldysh, dual-gate) and the
+    interlayer-exciton dipoles (spec §3): ``d`` (nm, electron–hole layer separation) and the layer
+    polarizabilities ``r0_1``, ``r0_2`` (nm; each defaults to ``r0``, then 0)."""
+
+    kind: Literal["coulomb", "keldysh", "dual-gate", "dipole-bare", "dipole-twosheet", "dipole-lumped"] = "coulomb"
+    d: float | None = Field(None, gt=0, description="exciton electron–hole layer separation (nm)")
+    r0_1: float | None = Field(None, ge=0, description="polarizability length of the electron layer (nm)")
+    r0_2: float | None = Field(None, ge=0, description="polarizability length of the hole layer (nm)")
+
+    @property
+    def is_exciton(self) -> bool:
+        return self.kind in EXCITON_INTERACTIONS
+
+    @model_validator(mode="after")
+    def _check_exciton(self) -> MeltInteractionConfig:
+        if self.is_exciton and self.d is None:
+            raise ValueError(f"interaction.d (nm) is required for kind {self.kind!r}")
+        return self
+
+    def screening_lengths(self) -> tuple[float, float]:
+        """(r₀₁, r₀₂) in nm for the exciton models."""
+        r0 = self.r0 or 0.0
+        return (self.r0_1 if self.r0_1 is not None else r0, self.r0_2 if self.r0_2 is not None else r0)
+
+    def build(self, kappa: float) -> PairInteraction:
+        if self.is_exciton:
+            from moire_cli.excitons import exciton_interaction
+
+            return exciton_interaction(self.kind, kappa, self.d, *self.screening_lengths())
+        return super().build(kappa)
+
+
+class ExcitonConfig(_Section):
+    """An interlayer exciton: electron (layer 1) and hole (layer 2) masses; M = m_e + m_h (m₀)."""
+
+    m_e: float = Field(gt=0, description="electron mass (m₀)")
+    m_h: float = Field(gt=0, description="hole mass (m₀)")
+
+    @property
+    def mass(self) -> float:
+        return self.m_e + self.m_h
+
+
+class TemperatureRange(_Section):
+    """num temperatures evenly spaced from start to stop (K)."""
+
+    start: float = Field(0.0, ge=0)
+    stop: float = Field(gt=0)
+    num: int = Field(61, ge=2, le=100000)
+
+    def values(self) -> np.ndarray:
+        return np.linspace(self.start, self.stop, self.num)
+
+
+class MeltMeshConfig(_Section):
+    """Monkhorst–Pack meshes n×n: start, 2·start, 4·start, … up to max, until ⟨u²⟩ changes by less
+    than ``tolerance`` (relative)."""
+
+    start: int = Field(12, ge=2, le=1024)
+    max: int = Field(48, ge=2, le=1024)
+    tolerance: float = Field(1e-3, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MeltMeshConfig:
+        if self.max < self.start:
+            raise ValueError("melt.mesh.max must be ≥ melt.mesh.start")
+        return self
+
+    def sizes(self) -> list[int]:
+        out = [self.start]
+        while out[-1] * 2 <= self.max:
+            out.append(out[-1] * 2)
+        return out
+
+
+class MeltSection(_Section):
+    """Lindemann analysis: temperature grid (list or range, K), critical ratio L_c, meshes."""
+
+    temperatures: list[float] | TemperatureRange = TemperatureRange(stop=300.0)
+    lindemann_critical: float = Field(0.3, gt=0, lt=1, description="critical Lindemann ratio L_c")
+    mesh: MeltMeshConfig = MeltMeshConfig()
+    relax: bool = True
+    t_max: float = Field(1e4, gt=0, description="upper end of the T_m search (K)")
+
+    @model_validator(mode="after")
+    def _check(self) -> MeltSection:
+        t = self.temperature_values()
+        if t.size == 0 or np.any(t < 0) or not np.all(np.isfinite(t)):
+            raise ValueError("melt.temperatures must be values ≥ 0 K")
+        return self
+
+    def temperature_values(self) -> np.ndarray:
+        t = self.temperatures
+        return t.values() if isinstance(t, TemperatureRange) else np.asarray(t, dtype=float)
+
+
+class SweepRange(_Section):
+    """num values from start to stop, evenly spaced (or geometrically with log: true)."""
+
+    start: float
+    stop: float
+    num: int = Field(ge=1, le=10000)
+    log: bool = False
+
+    def values(self) -> list[float]:
+        if self.log:
+            if self.start <= 0 or self.stop <= 0:
+                raise ValueError("a log sweep needs start and stop > 0")
+            return np.geomspace(self.start, self.stop, self.num).tolist()
+        return np.linspace(self.start, self.stop, self.num).tolist()
+
+
+#: Sweep keys and the config entries each one sets (any other dotted config key works as well).
+SWEEP_ALIASES: dict[str, tuple[str, ...]] = {
+    "a_M": ("moire_potential.a_M",),
+    "V": ("moire_potential.V",),
+    "psi_deg": ("moire_potential.psi_deg",),
+    "hbar_omega_M": ("moire_potential.hbar_omega_M",),
+    "epsilon": ("dielectric.epsilon_top", "dielectric.epsilon_bottom"),
+    "kappa": ("dielectric.epsilon_top", "dielectric.epsilon_bottom"),
+    "r0": ("interaction.r0",),
+    "r0_1": ("interaction.r0_1",),
+    "r0_2": ("interaction.r0_2",),
+    "d": ("interaction.d",),
+    "d_g": ("interaction.d_g",),
+    "interaction": ("interaction.kind",),
+    "lindemann_critical": ("melt.lindemann_critical",),
+    "mass": ("mass",),
+}
+_MAX_SWEEP_POINTS = 10000
+
+
+class MeltOutputConfig(_Section):
+    """Plots on/off; the temperature (K) of the two-parameter phase diagram (default: the middle
+    of the temperature grid)."""
+
+    plot: bool = True
+    phase_temperature: float | None = Field(None, ge=0)
+
+
+class MeltConfig(SystemConfig):
+    """Config of `moire melt`: the system (as for phonons; ``exciton`` for an interlayer-exciton
+    crystal of mass m_e + m_h), the Lindemann analysis and a sweep (outer product of its lists)."""
+
+    interaction: MeltInteractionConfig = MeltInteractionConfig()
+    exciton: ExcitonConfig | None = None
+    melt: MeltSection = MeltSection()
+    sweep: dict[str, list[float | str] | SweepRange] = Field(default_factory=dict)
+    output: MeltOutputConfig = MeltOutputConfig()
+
+    @model_validator(mode="after")
+    def _check_melt(self) -> MeltConfig:
+        if self.exciton is not None and "mass" in self.model_fields_set:
+            raise ValueError("give exciton.m_e and exciton.m_h, not mass, for an exciton crystal (M = m_e + m_h)")
+        if self.interaction.is_exciton and self.exciton is None:
+            raise ValueError(f"interaction {self.interaction.kind!r} is for excitons: add an exciton section (m_e, m_h)")
+        if self.exciton is not None and not self.interaction.is_exciton:
+            raise ValueError(
+                f"an exciton crystal needs a dipole interaction ({', '.join(EXCITON_INTERACTIONS)}), "
+                f"not {self.interaction.kind!r}"
+            )
+        for key, values in self.sweep.items():
+            if key not in SWEEP_ALIASES and "." not in key:
+                raise ValueError(f"sweep.{key}: unknown sweep key; use one of {sorted(SWEEP_ALIASES)} or a dotted config key")
+            if key.split(".")[0] == "sweep":
+                raise ValueError(f"sweep.{key}: cannot sweep the sweep")
+            if isinstance(values, list) and not values:
+                raise ValueError(f"sweep.{key}: empty list")
+        return self
+
+    @property
+    def effective_mass(self) -> float:
+        """Particle mass (m₀): m_e + m_h for excitons, else ``mass``."""
+        return self.exciton.mass if self.exciton is not None else self.mass
+
+    def build_model(self) -> LatticeModel:
+        """The unrelaxed :class:`LatticeModel` (exciton mass M = m_e + m_h where applicable)."""
+        return SystemConfig.build_model(self.model_copy(update={"mass": self.effective_mass}))
+
+    def sweep_values(self) -> dict[str, list]:
+        """{sweep key: list of values} in config order."""
+        return {k: (v.values() if isinstance(v, SweepRange) else list(v)) for k, v in self.sweep.items()}
+
+    def sweep_points(self) -> list[tuple[dict, MeltConfig]]:
+        """Every point of the sweep grid as ({key: value}, validated config without sweep).
+
+        Raises:
+            ConfigError: too many points, or a point whose config is invalid (named).
+        """
+        import itertools
+
+        values = self.sweep_values()
+        n = int(np.prod([len(v) for v in values.values()])) if values else 1
+        if n > _MAX_SWEEP_POINTS:
+            raise ConfigError(f"sweep: {n} points (more than {_MAX_SWEEP_POINTS})")
+        base = self.model_dump(exclude_unset=True, exclude={"sweep"})
+        points = []
+        for combo in itertools.product(*values.values()):
+            labels = dict(zip(values, combo, strict=True))
+            data = copy.deepcopy(base)
+            for key, value in labels.items():
+                for target in SWEEP_ALIASES.get(key, (key,)):
+                    _set_dotted(data, target, value)
+            try:
+                cfg = config_from_dict(data, MeltConfig)
+            except ConfigError as err:
+                where = ", ".join(f"{k}={v}" for k, v in labels.items())
+                raise ConfigError(f"sweep point ({where}): {str(err).removeprefix('config: ')}") from None
+            points.append((labels, cfg))
+        return points
