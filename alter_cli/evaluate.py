@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .data import TaskSpec
 
 if TYPE_CHECKING:
     import torch
@@ -194,15 +197,6 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray
     )
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """What scoring needs to know about a task: its name, kind and (classify/nli) label set."""
-
-    name: str
-    kind: str
-    labels: tuple[str, ...] = ()
-
-
 @dataclass
 class EvalReport:
     """Per-task metrics and their macro average.
@@ -229,7 +223,7 @@ class EvalReport:
 
 
 def compute_metrics(
-    tasks: Mapping[str, TaskSpec],
+    tasks: Sequence[TaskSpec],
     task_names: Sequence[str],
     predictions: Sequence[str],
     references: Sequence[str],
@@ -239,13 +233,14 @@ def compute_metrics(
     """Score N predictions grouped by task and average the task scores.
 
     Args:
-        tasks: task name -> :class:`TaskSpec` (kind and labels), e.g. from the task registry.
+        tasks: the task specs (name, kind, labels), e.g. ``TaskRegistry.tasks``.
         task_names: (N,) task of each sample.
         predictions: (N,) generated texts.
         references: (N,) targets.
 
     Returns:
-        :class:`EvalReport`; tasks appear in the order of ``tasks``, those without samples omitted.
+        :class:`EvalReport`; tasks appear in the order of ``tasks`` (registry order), those without
+        samples omitted.
 
     Raises:
         ValueError: length mismatch, a sample of an unknown task, an unknown task kind, a reference
@@ -258,19 +253,21 @@ def compute_metrics(
         )
     if n == 0:
         raise ValueError("no samples to score")
-    unknown = sorted(set(task_names) - set(tasks))
+    known = [spec.name for spec in tasks]
+    unknown = sorted(set(task_names) - set(known))
     if unknown:
-        raise ValueError(f"samples of unknown task(s) {unknown}; known: {list(tasks)}")
+        raise ValueError(f"samples of unknown task(s) {unknown}; known: {known}")
     per_sample: list[dict] = [{} for _ in range(n)]
     results: dict[str, dict] = {}
-    for name, spec in tasks.items():
+    for spec in tasks:
+        name = spec.name
         idx = [i for i, t in enumerate(task_names) if t == name]
         if not idx:
             continue
         preds = [predictions[i] for i in idx]
         refs = [references[i] for i in idx]
         if spec.kind in LABEL_KINDS:
-            m = classification_metrics(preds, refs, spec.labels, allow_prefix=allow_prefix)
+            m = classification_metrics(preds, refs, spec.labels or (), allow_prefix=allow_prefix)
             matched = m.pop("matched")
             for i, label, ref in zip(idx, matched, refs, strict=True):
                 per_sample[i] = {"matched_label": label, "score": float(label is not None and
@@ -295,12 +292,14 @@ def compute_metrics(
 TaskContext = Callable[..., contextlib.AbstractContextManager]
 
 
-def _resolve_task_context(task_context: TaskContext | None) -> TaskContext:
-    if task_context is not None:
-        return task_context
-    from alter_cli import mta
+def default_task_context(model) -> TaskContext:
+    """``mta.task_context`` for a model with MTA layers; a no-op context for a bare base model
+    (zero-shot evaluation), which has no per-task routing."""
+    from .mta import mta_layers, task_context
 
-    return mta.task_context
+    if mta_layers(model):
+        return task_context
+    return lambda _model, _task_ids: contextlib.nullcontext()
 
 
 def pad_prompts(
@@ -349,7 +348,7 @@ def generate_texts(
         tokenizer: its tokenizer (for pad/eos ids and decoding).
         prompts: N token-id lists (formatted prompts; the encoder input for seq2seq models).
         task_ids: (N,) task id of each prompt, passed per batch as a LongTensor (B,) through
-            ``task_context(model, task_ids)`` (default: ``alter_cli.mta.task_context``).
+            ``task_context(model, task_ids)`` (default: :func:`default_task_context`).
         on_batch: called with the number of samples after each batch (progress bars).
 
     Returns:
@@ -366,7 +365,7 @@ def generate_texts(
         raise ValueError("batch_size, num_beams and max_new_tokens must be >= 1")
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt")
-    context = _resolve_task_context(task_context)
+    context = task_context if task_context is not None else default_task_context(model)
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
@@ -378,7 +377,7 @@ def generate_texts(
         max_new_tokens=max_new_tokens, min_new_tokens=None, max_length=None, do_sample=False,
         num_beams=num_beams, num_return_sequences=1, temperature=None, top_p=None, top_k=None,
         pad_token_id=pad_id, eos_token_id=eos_id if eos_id is not None else gen_config.eos_token_id,
-        early_stopping=True if num_beams > 1 else gen_config.early_stopping,
+        early_stopping=True if num_beams > 1 else gen_config.early_stopping, use_cache=True,
     )
 
     order = np.arange(len(prompts))
@@ -403,3 +402,138 @@ def generate_texts(
             if on_batch is not None:
                 on_batch(len(rows))
     return outputs
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation of a data set (distributed) and prediction inputs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    """The report and, in input order, one record per sample: index, task, input, target,
+    prediction, score (and matched_label for classify/nli)."""
+
+    report: EvalReport
+    records: list[dict]
+
+
+def encode_prompts(
+    tokenizer, inputs: Sequence[str], is_seq2seq: bool, prompt_format: str = "auto", max_length: int = 512
+) -> list[list[int]]:
+    """Prompt token ids as in training (``data.prompt_ids``), truncated to ``max_length`` tokens
+    (from the left for causal LMs, keeping the end of the prompt; from the right for seq2seq)."""
+    from .data import prompt_ids
+
+    out = []
+    for text in inputs:
+        ids = prompt_ids(tokenizer, text, is_seq2seq, prompt_format)
+        out.append(ids[:max_length] if is_seq2seq else ids[-max_length:])
+    return out
+
+
+def evaluate_examples(
+    model,
+    tokenizer,
+    registry,
+    examples: Sequence,
+    *,
+    is_seq2seq: bool,
+    prompt_format: str = "auto",
+    max_length: int = 512,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    num_beams: int = 1,
+    allow_prefix: bool = True,
+    accelerator=None,
+    task_context: TaskContext | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Generate for every example and score the predictions per task.
+
+    Examples (``data.Example``: input, target, task) are sorted by prompt length and cut into
+    batches of ``batch_size``; with an ``accelerate.Accelerator`` the batches are shared out over the
+    processes (``prepare_data_loader``) and the predictions collected with ``gather_for_metrics``
+    (which drops the samples repeated to even out the last batches), so every process returns the
+    same complete result. Without one, everything runs in this process.
+
+    Raises:
+        ValueError / data.UnknownTaskError: an example of a task outside ``registry``, a reference
+        outside its label set, an empty example list.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    if not examples:
+        raise ValueError("no examples to evaluate")
+    task_ids = [registry.id(ex.task) for ex in examples]
+    prompts = encode_prompts(tokenizer, [ex.input for ex in examples], is_seq2seq, prompt_format, max_length)
+    order = [int(i) for i in np.argsort([-len(p) for p in prompts], kind="stable")]
+    loader = DataLoader(torch.tensor(order), batch_size=batch_size, shuffle=False)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader, device_placement=False)
+    predictions: dict[int, str] = {}
+    for index_batch in loader:
+        rows = [int(i) for i in index_batch]
+        texts = generate_texts(
+            model, tokenizer, [prompts[i] for i in rows], [task_ids[i] for i in rows], batch_size=len(rows),
+            max_new_tokens=max_new_tokens, num_beams=num_beams, task_context=task_context, sort_by_length=False,
+        )
+        pairs = list(zip(rows, texts, strict=True))
+        if accelerator is not None:
+            pairs = accelerator.gather_for_metrics(pairs, use_gather_object=True)
+        predictions.update((int(i), t) for i, t in pairs)
+        if on_batch is not None:
+            on_batch(len(pairs))
+    if len(predictions) != len(examples):
+        raise RuntimeError(f"gathered {len(predictions)} predictions for {len(examples)} examples")
+    preds = [predictions[i] for i in range(len(examples))]
+    report = compute_metrics(
+        registry.tasks, [ex.task for ex in examples], preds, [ex.target for ex in examples], allow_prefix=allow_prefix
+    )
+    records = [
+        {"index": i, "task": ex.task, "input": ex.input, "target": ex.target, "prediction": pred} | sample
+        for i, (ex, pred, sample) in enumerate(zip(examples, preds, report.per_sample, strict=True))
+    ]
+    return EvalResult(report, records)
+
+
+def parse_prediction_inputs(
+    text: str, source: str, registry, *, task: str | None = None, input_field: str = "input",
+    type_field: str = "type",
+) -> list[dict]:
+    """Inputs of ``alter predict``: JSON Lines objects with ``input`` and ``type`` (other fields are
+    kept and passed through), or, with ``task``, one plain-text input per non-empty line.
+
+    Returns one dict per input, each with ``input`` and ``type`` set (field names as given).
+    Raises data.DataError (``source:line:`` message) for a malformed line, a missing or non-string
+    field, no inputs at all; data.UnknownTaskError for an unknown task.
+    """
+    from .data import DataError, UnknownTaskError
+
+    if task is not None:
+        registry.id(task)
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if task is not None:
+            rows.append({input_field: line, type_field: task})
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{source}:{lineno}: malformed JSON ({exc.msg}); plain text needs --task") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        for key in (input_field, type_field):
+            if not isinstance(obj.get(key), str):
+                raise DataError(f"{source}:{lineno}: field {key!r} missing or not a string")
+        try:
+            registry.id(obj[type_field])
+        except UnknownTaskError as exc:
+            raise UnknownTaskError(f"{source}:{lineno}: {exc}") from None
+        rows.append(obj)
+    if not rows:
+        raise DataError(f"{source}: no inputs")
+    return rows

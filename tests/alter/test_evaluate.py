@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from alter_cli import evaluate as ev
+from alter_cli.data import TaskSpec
+
+from .conftest import make_model, make_tokenizer
 
 # ----------------------------------------------------------------------------------------- metrics
 
@@ -65,12 +68,12 @@ def test_rouge_l_english_and_cjk_hand_computed():
 
 
 def test_compute_metrics_macro_average():
-    tasks = {
-        "topic": ev.TaskSpec("topic", "classify", ("sport", "tech")),
-        "pair": ev.TaskSpec("pair", "nli", ("yes", "no")),
-        "headline": ev.TaskSpec("headline", "generate"),
-        "unused": ev.TaskSpec("unused", "generate"),
-    }
+    tasks = [
+        TaskSpec("topic", "classify", ("sport", "tech")),
+        TaskSpec("pair", "nli", ("yes", "no")),
+        TaskSpec("headline", "generate"),
+        TaskSpec("unused", "generate"),
+    ]
     names = ["topic", "topic", "pair", "headline", "headline"]
     preds = ["Sport", "banana", "yes", "the cat on mat", "exact words"]
     refs = ["sport", "tech", "no", "the cat sat on the mat", "exact words"]
@@ -92,26 +95,8 @@ def test_compute_metrics_macro_average():
 
 @pytest.fixture(scope="module")
 def tiny_causal_lm():
-    """A tiny random Llama-style model and a character-level tokenizer, built in code."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    chars = [chr(c) for c in range(32, 127)]
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3} | {c: i + 4 for i, c in enumerate(chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config).eval()
-    return model, tokenizer
+    """The tiny random Llama-style model and character tokenizer of conftest (built in code)."""
+    return make_model("llama", seed=0), make_tokenizer("causal")
 
 
 def _noop_context(calls):
@@ -125,7 +110,7 @@ def _noop_context(calls):
 
 def test_batched_generation_equals_one_at_a_time(tiny_causal_lm):
     model, tokenizer = tiny_causal_lm
-    texts = ["hello world", "a", "the quick brown fox", "multi task", "xyz 123", "MTA!"]
+    texts = ["hello world", "a", "the quick brown fox", "multi task", "xyz 123", "mta!"]
     prompts = [tokenizer(t)["input_ids"] for t in texts]
     task_ids = [0, 1, 2, 0, 1, 2]
     calls: list = []
@@ -146,7 +131,7 @@ def test_batched_generation_equals_one_at_a_time(tiny_causal_lm):
 
     with torch.inference_mode():
         full = model.generate(input_ids=torch.tensor([prompts[2]]), max_new_tokens=8, do_sample=False,
-                              pad_token_id=0)
+                              pad_token_id=0, eos_token_id=tokenizer.eos_token_id)
     assert tokenizer.decode(full[0, len(prompts[2]):], skip_special_tokens=True).strip() == batched[2]
 
 
@@ -167,16 +152,9 @@ def test_generate_texts_rejects_bad_input(tiny_causal_lm):
         ev.generate_texts(model, tokenizer, [[]], [0], task_context=_noop_context([]))
 
 
-def test_seq2seq_batched_generation_equals_one_at_a_time(tiny_causal_lm):
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    _, tokenizer = tiny_causal_lm
-    torch.manual_seed(1)
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                      pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
-    model = T5ForConditionalGeneration(config).eval()
-    prompts = [tokenizer(t)["input_ids"] + [2] for t in ["translate me", "hi", "a longer input text"]]
+def test_seq2seq_batched_generation_equals_one_at_a_time():
+    model, tokenizer = make_model("t5", seed=1), make_tokenizer("seq2seq")
+    prompts = [tokenizer(t)["input_ids"] for t in ["translate me", "hi", "a longer input text"]]
     kw = dict(max_new_tokens=6, task_context=_noop_context([]))
     batched = ev.generate_texts(model, tokenizer, prompts, [0, 1, 0], batch_size=3, **kw)
     single = [ev.generate_texts(model, tokenizer, [p], [0], batch_size=1, **kw)[0] for p in prompts]
