@@ -158,3 +158,27 @@ def test_gate_monitor_masks_padding_and_regularisers(stage1_ckpt):
         ck.model(**batch)
     assert mon.after_forward(batch).item() == pytest.approx(-0.5 * stats["gate_entropy"], rel=1e-5)
     mon.remove()
+
+
+def test_stage2_resumed_run_ends_with_same_weights_as_uninterrupted(stage1_ckpt, synthetic_jsonl, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = _stage2_cfg(stage1_ckpt, synthetic_jsonl, {"gate_regularizer": "load_balancing"}, max_steps=4,
+                      gradient_accumulation_steps=2)
+    ex = _examples(synthetic_jsonl, load_checkpoint(stage1_ckpt).registry)
+
+    def train(out, **kw):
+        wiring = Stage2Wiring(cfg)
+        res = run_training(cfg, 2, train_examples=ex, out_dir=out, setup_model=wiring.setup_model,
+                           extra_loss=wiring.extra_loss, **kw)
+        wiring.close()
+        return res
+
+    train(tmp_path / "full")
+    assert train(tmp_path / "part", stop_after=2).steps == 2
+    assert train(tmp_path / "part", resume=True).steps == 4
+    full = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))
+    resumed = load_file(str(tmp_path / "part" / "adapter_model.safetensors"))
+    assert full.keys() == resumed.keys() and any(".gate_net." in k for k in full)
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
