@@ -434,15 +434,12 @@ def balanced_order(examples: Sequence[Example], rng: np.random.Generator, by_lab
 
 
 def registry_dict(labels: Sequence[str], tasks: Sequence[str] = TASK_NAMES) -> dict:
-    """Task registry as JSON-ready dict: ordered tasks (id = position) with kind and label set."""
+    """Task registry as a JSON-ready dict, the layout of ``data.TaskRegistry.to_dict``: ordered tasks
+    (id = position), each with name, kind and label list (``None`` for ``generate``)."""
     entries = []
     for name in tasks:
-        entry: dict = {"name": name, "kind": TASK_KINDS[name]}
-        if name == "topic":
-            entry["labels"] = list(labels)
-        elif name == "match":
-            entry["labels"] = list(MATCH_LABELS)
-        entries.append(entry)
+        task_labels = {"topic": list(labels), "match": list(MATCH_LABELS)}.get(name)
+        entries.append({"name": name, "kind": TASK_KINDS[name], "labels": task_labels})
     return {"tasks": entries}
 
 

@@ -194,7 +194,7 @@ def test_task_subset_leaves_other_tasks_unchanged(corpus: Path):
     articles = bbc.read_corpus(corpus)
     full = bbc.build_bbc_tasks(articles, bbc.BBCConfig(seed=5))
     only = bbc.build_bbc_tasks(articles, bbc.BBCConfig(seed=5, tasks=["headline"]))
-    assert only.registry == {"tasks": [{"name": "headline", "kind": "generate"}]}
+    assert only.registry == {"tasks": [{"name": "headline", "kind": "generate", "labels": None}]}
     assert only.splits["test"] == [ex for ex in full.splits["test"] if ex.type == "headline"]
 
 
@@ -202,7 +202,7 @@ def test_prompts_and_registry(corpus: Path):
     ds = bbc.build_bbc_tasks(bbc.read_corpus(corpus), bbc.BBCConfig(seed=0, max_body_chars=60))
     assert ds.registry["tasks"] == [
         {"name": "topic", "kind": "classify", "labels": list(TOPICS)},
-        {"name": "headline", "kind": "generate"},
+        {"name": "headline", "kind": "generate", "labels": None},
         {"name": "match", "kind": "nli", "labels": ["yes", "no"]},
     ]
     for ex in ds.splits["train"]:
