@@ -44,6 +44,10 @@ demo: install-demo demo-moire demo-alter
 
 demo-moire: install
 	@echo "== moire demos (outputs under $(OUT)/moire)"
+	$(VENV)/bin/moire phonons configs/moire/wse2_ws2_zigzag_stripe.yaml --out $(OUT)/moire/phonons-zigzag --overwrite
+	$(VENV)/bin/moire phonons configs/moire/mose2_wse2_triangular.yaml --out $(OUT)/moire/phonons-mose2-wse2 --overwrite
+	$(VENV)/bin/moire phonons configs/moire/wse2_ws2_linear_stripe.yaml --set moire_potential.V=0.5 --out $(OUT)/moire/phonons-linear-V0.5 --overwrite
+	$(VENV)/bin/moire phonons configs/moire/wse2_ws2_zigzag_stripe.yaml --set moire_potential.V=0.5 --out $(OUT)/moire/phonons-zigzag-V0.5 --overwrite
 
 demo-alter: install-demo
 	@echo "== alter demo (outputs under $(OUT)/alter)"
