@@ -297,7 +297,7 @@ def deduplicate(articles: Sequence[Article]) -> tuple[list[Article], int]:
 def split_articles(
     articles: Sequence[Article], seed: int, train_fraction: float = 0.8, validation_fraction: float = 0.1
 ) -> dict[str, list[Article]]:
-    """Seeded split stratified by topic: per topic, n_train = round(f_train·n), n_val = round(f_val·n).
+    """Seeded split stratified by topic: per topic, n_train = ⌊f_train·n + ½⌋, n_val = ⌊f_val·n + ½⌋.
 
     Topics are visited in sorted order with one ``numpy.random.default_rng(seed)``; each split is
     returned sorted by ``article_id``. Articles must already be one per story (:func:`deduplicate`).
@@ -311,8 +311,8 @@ def split_articles(
     for topic in sorted(by_topic):
         group = by_topic[topic]
         order = rng.permutation(len(group))
-        n_train = int(round(train_fraction * len(group)))
-        n_val = int(round(validation_fraction * len(group)))
+        n_train = int(np.floor(train_fraction * len(group) + 0.5))
+        n_val = int(np.floor(validation_fraction * len(group) + 0.5))
         n_val = min(n_val, len(group) - n_train)
         if n_train < 1:
             raise BBCSourceError(f"topic '{topic}' has {len(group)} articles: too few for a train split")

@@ -98,7 +98,7 @@ def test_split_is_stratified_with_rounded_sizes(corpus: Path):
     parts = bbc.split_articles(kept, seed=3, train_fraction=0.6, validation_fraction=0.2)
     for topic, n in {"business": 30, "politics": 24, "sports": 21}.items():
         sizes = [sum(a.topic == topic for a in parts[s]) for s in bbc.SPLITS]
-        n_train, n_val = round(0.6 * n), round(0.2 * n)
+        n_train, n_val = int(0.6 * n + 0.5), int(0.2 * n + 0.5)  # round half up
         assert sizes == [n_train, n_val, n - n_train - n_val]
 
 
