@@ -48,6 +48,11 @@ demo-moire: install
 	$(VENV)/bin/moire phonons configs/moire/mose2_wse2_triangular.yaml --out $(OUT)/moire/phonons-mose2-wse2 --overwrite
 	$(VENV)/bin/moire phonons configs/moire/wse2_ws2_linear_stripe.yaml --set moire_potential.V=0.5 --out $(OUT)/moire/phonons-linear-V0.5 --overwrite
 	$(VENV)/bin/moire phonons configs/moire/wse2_ws2_zigzag_stripe.yaml --set moire_potential.V=0.5 --out $(OUT)/moire/phonons-zigzag-V0.5 --overwrite
+	$(VENV)/bin/moire melt configs/moire/melt/wse2_ws2_hole_crystal.yaml --out $(OUT)/moire/melt-hole-crystal --overwrite
+	$(VENV)/bin/moire melt configs/moire/melt/mose2_wse2_exciton_crystal.yaml --out $(OUT)/moire/melt-exciton-crystal --overwrite
+	$(VENV)/bin/moire phonons configs/moire/wse2_ws2_honeycomb_gwc_inversion_breaking.yaml --out $(OUT)/moire/chiral-honeycomb-inversion --overwrite
+	$(VENV)/bin/moire phonons configs/moire/wse2_ws2_honeycomb_gwc_field.yaml --out $(OUT)/moire/chiral-honeycomb-30T --overwrite
+	$(VENV)/bin/moire phonons configs/moire/wse2_ws2_triangular_field.yaml --out $(OUT)/moire/chiral-triangular-30T --overwrite
 
 demo-alter: install-demo
 	@echo "== alter demo (outputs under $(OUT)/alter)"

@@ -13,6 +13,7 @@ Units: nm, meV, m₀, degrees for ψ.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -75,6 +76,15 @@ class MoirePotentialConfig(_Section):
     carrier: Literal["electron", "hole"] = "electron"
     harmonic_only: bool = False
     hbar_omega_M: float | None = Field(None, gt=0, description="direct ħω_M input (meV); overrides V")
+    trap_scale: list[float] | None = Field(
+        None, description="per-site multiplier of Δ (one per basis site; unequal values break inversion)"
+    )
+
+    @model_validator(mode="after")
+    def _check_trap_scale(self) -> MoirePotentialConfig:
+        if self.trap_scale is not None and not all(np.isfinite(x) and x >= 0 for x in self.trap_scale):
+            raise ValueError("moire_potential.trap_scale entries must be finite and ≥ 0")
+        return self
 
     def build(self, mass: float) -> MoirePotential | None:
         sign = 1 if self.carrier == "electron" else -1
@@ -142,13 +152,31 @@ class SystemConfig(_Section):
     interaction: InteractionConfig = InteractionConfig()
     ewald: EwaldConfig = EwaldConfig()
 
+    @property
+    def n_sites(self) -> int:
+        """Sites per cell of the configured crystal."""
+        c = self.crystal
+        return len(BUILTIN_CRYSTALS[c.name][1]) if c.name in BUILTIN_CRYSTALS else len(c.basis)
+
+    @model_validator(mode="after")
+    def _check_sites(self) -> SystemConfig:
+        ts = self.moire_potential.trap_scale
+        if ts is not None and len(ts) != self.n_sites:
+            raise ValueError(
+                f"moire_potential.trap_scale has {len(ts)} entries but crystal {self.crystal.name!r} "
+                f"has {self.n_sites} site(s) per cell"
+            )
+        return self
+
     def build_model(self) -> LatticeModel:
         """The :class:`LatticeModel` this config describes (unrelaxed)."""
+        ts = self.moire_potential.trap_scale
         return LatticeModel(
             crystal=self.crystal.build(self.moire_potential.a_M),
             potential=self.moire_potential.build(self.mass),
             interaction=self.interaction.build(self.dielectric.kappa),
             mass=self.mass,
+            trap_scale=None if ts is None else tuple(float(x) for x in ts),
             ewald_eta=self.ewald.eta,
             ewald_tol=self.ewald.tolerance,
             short_range_tol=self.ewald.short_range_tolerance,
@@ -200,6 +228,24 @@ class OutputConfig(_Section):
     plot: bool = True
 
 
+class ChiralityConfig(_Section):
+    """Chiral phonons (spec §6): perpendicular magnetic field B ẑ (tesla, either sign), the carrier
+    charge for the Lorentz force (−1 electrons, +1 holes; None = from ``moire_potential.carrier``),
+    the temperature of the thermal totals (K) and the band (0-based, ascending) whose Berry curvature
+    is mapped over the Brillouin zone."""
+
+    magnetic_field_T: float = Field(0.0, ge=-200, le=200, description="B along +z (T)")
+    charge_sign: Literal[-1, 1] | None = None
+    temperature_K: float = Field(0.0, ge=0, le=1e5)
+    berry_band: int = Field(0, ge=0)
+
+    def carrier_charge(self, carrier: str) -> int:
+        """The charge sign in use: explicit, or −1 for electrons and +1 for holes."""
+        if self.charge_sign is not None:
+            return int(self.charge_sign)
+        return -1 if carrier == "electron" else 1
+
+
 class PhononsConfig(SystemConfig):
     """Config of `moire phonons`."""
 
@@ -207,6 +253,16 @@ class PhononsConfig(SystemConfig):
     path: PathConfig = PathConfig()
     mesh: MeshConfig = MeshConfig()
     output: OutputConfig = OutputConfig()
+    chirality: ChiralityConfig = ChiralityConfig()
+
+    @model_validator(mode="after")
+    def _check_berry_band(self) -> PhononsConfig:
+        if self.chirality.berry_band >= 2 * self.n_sites:
+            raise ValueError(
+                f"chirality.berry_band = {self.chirality.berry_band} but the crystal has only "
+                f"{2 * self.n_sites} bands (0-based)"
+            )
+        return self
 
 
 # ------------------------------------------------------------------ loading
@@ -295,3 +351,221 @@ def load_config(path: Path | str, cls: type[C] = PhononsConfig, overrides: list[
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a YAML mapping of sections")
     return config_from_dict(data, cls, overrides)
+
+
+# ------------------------------------------------------------------ moire melt
+#: Interlayer-exciton interactions (spec §3; moire_cli/excitons.py).
+EXCITON_INTERACTIONS = ("dipole-bare", "dipole-twosheet", "dipole-lumped")
+
+
+class MeltInteractionConfig(InteractionConfig):
+    """Pair interaction for `moire melt`: the electron ones (coulomb, keldysh, dual-gate) and the
+    interlayer-exciton dipoles (spec §3): ``d`` (nm, electron–hole layer separation) and the layer
+    polarizabilities ``r0_1``, ``r0_2`` (nm; each defaults to ``r0``, then 0)."""
+
+    kind: Literal["coulomb", "keldysh", "dual-gate", "dipole-bare", "dipole-twosheet", "dipole-lumped"] = "coulomb"
+    d: float | None = Field(None, gt=0, description="exciton electron–hole layer separation (nm)")
+    r0_1: float | None = Field(None, ge=0, description="polarizability length of the electron layer (nm)")
+    r0_2: float | None = Field(None, ge=0, description="polarizability length of the hole layer (nm)")
+
+    @property
+    def is_exciton(self) -> bool:
+        return self.kind in EXCITON_INTERACTIONS
+
+    @model_validator(mode="after")
+    def _check_exciton(self) -> MeltInteractionConfig:
+        if self.is_exciton and self.d is None:
+            raise ValueError(f"interaction.d (nm) is required for kind {self.kind!r}")
+        return self
+
+    def screening_lengths(self) -> tuple[float, float]:
+        """(r₀₁, r₀₂) in nm for the exciton models."""
+        r0 = self.r0 or 0.0
+        return (self.r0_1 if self.r0_1 is not None else r0, self.r0_2 if self.r0_2 is not None else r0)
+
+    def build(self, kappa: float) -> PairInteraction:
+        if self.is_exciton:
+            from moire_cli.excitons import exciton_interaction
+
+            return exciton_interaction(self.kind, kappa, self.d, *self.screening_lengths())
+        return super().build(kappa)
+
+
+class ExcitonConfig(_Section):
+    """An interlayer exciton: electron (layer 1) and hole (layer 2) masses; M = m_e + m_h (m₀)."""
+
+    m_e: float = Field(gt=0, description="electron mass (m₀)")
+    m_h: float = Field(gt=0, description="hole mass (m₀)")
+
+    @property
+    def mass(self) -> float:
+        return self.m_e + self.m_h
+
+
+class TemperatureRange(_Section):
+    """num temperatures evenly spaced from start to stop (K)."""
+
+    start: float = Field(0.0, ge=0)
+    stop: float = Field(gt=0)
+    num: int = Field(61, ge=2, le=100000)
+
+    def values(self) -> np.ndarray:
+        return np.linspace(self.start, self.stop, self.num)
+
+
+class MeltMeshConfig(_Section):
+    """Monkhorst–Pack meshes n×n: start, 2·start, 4·start, … up to max, until ⟨u²⟩ changes by less
+    than ``tolerance`` (relative)."""
+
+    start: int = Field(12, ge=2, le=1024)
+    max: int = Field(48, ge=2, le=1024)
+    tolerance: float = Field(1e-3, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MeltMeshConfig:
+        if self.max < self.start:
+            raise ValueError("melt.mesh.max must be ≥ melt.mesh.start")
+        return self
+
+    def sizes(self) -> list[int]:
+        out = [self.start]
+        while out[-1] * 2 <= self.max:
+            out.append(out[-1] * 2)
+        return out
+
+
+class MeltSection(_Section):
+    """Lindemann analysis: temperature grid (list or range, K), critical ratio L_c, meshes."""
+
+    temperatures: list[float] | TemperatureRange = TemperatureRange(stop=300.0)
+    lindemann_critical: float = Field(0.3, gt=0, lt=1, description="critical Lindemann ratio L_c")
+    mesh: MeltMeshConfig = MeltMeshConfig()
+    relax: bool = True
+    t_max: float = Field(1e4, gt=0, description="upper end of the T_m search (K)")
+
+    @model_validator(mode="after")
+    def _check(self) -> MeltSection:
+        t = self.temperature_values()
+        if t.size == 0 or np.any(t < 0) or not np.all(np.isfinite(t)):
+            raise ValueError("melt.temperatures must be values ≥ 0 K")
+        return self
+
+    def temperature_values(self) -> np.ndarray:
+        t = self.temperatures
+        return t.values() if isinstance(t, TemperatureRange) else np.asarray(t, dtype=float)
+
+
+class SweepRange(_Section):
+    """num values from start to stop, evenly spaced (or geometrically with log: true)."""
+
+    start: float
+    stop: float
+    num: int = Field(ge=1, le=10000)
+    log: bool = False
+
+    def values(self) -> list[float]:
+        if self.log:
+            if self.start <= 0 or self.stop <= 0:
+                raise ValueError("a log sweep needs start and stop > 0")
+            return np.geomspace(self.start, self.stop, self.num).tolist()
+        return np.linspace(self.start, self.stop, self.num).tolist()
+
+
+#: Sweep keys and the config entries each one sets (any other dotted config key works as well).
+SWEEP_ALIASES: dict[str, tuple[str, ...]] = {
+    "a_M": ("moire_potential.a_M",),
+    "V": ("moire_potential.V",),
+    "psi_deg": ("moire_potential.psi_deg",),
+    "hbar_omega_M": ("moire_potential.hbar_omega_M",),
+    "epsilon": ("dielectric.epsilon_top", "dielectric.epsilon_bottom"),
+    "kappa": ("dielectric.epsilon_top", "dielectric.epsilon_bottom"),
+    "r0": ("interaction.r0",),
+    "r0_1": ("interaction.r0_1",),
+    "r0_2": ("interaction.r0_2",),
+    "d": ("interaction.d",),
+    "d_g": ("interaction.d_g",),
+    "interaction": ("interaction.kind",),
+    "lindemann_critical": ("melt.lindemann_critical",),
+    "mass": ("mass",),
+}
+_MAX_SWEEP_POINTS = 10000
+
+
+class MeltOutputConfig(_Section):
+    """Plots on/off; the temperature (K) of the two-parameter phase diagram (default: the middle
+    of the temperature grid)."""
+
+    plot: bool = True
+    phase_temperature: float | None = Field(None, ge=0)
+
+
+class MeltConfig(SystemConfig):
+    """Config of `moire melt`: the system (as for phonons; ``exciton`` for an interlayer-exciton
+    crystal of mass m_e + m_h), the Lindemann analysis and a sweep (outer product of its lists)."""
+
+    interaction: MeltInteractionConfig = MeltInteractionConfig()
+    exciton: ExcitonConfig | None = None
+    melt: MeltSection = MeltSection()
+    sweep: dict[str, list[float | str] | SweepRange] = Field(default_factory=dict)
+    output: MeltOutputConfig = MeltOutputConfig()
+
+    @model_validator(mode="after")
+    def _check_melt(self) -> MeltConfig:
+        if self.exciton is not None and "mass" in self.model_fields_set:
+            raise ValueError("give exciton.m_e and exciton.m_h, not mass, for an exciton crystal (M = m_e + m_h)")
+        if self.interaction.is_exciton and self.exciton is None:
+            raise ValueError(f"interaction {self.interaction.kind!r} is for excitons: add an exciton section (m_e, m_h)")
+        if self.exciton is not None and not self.interaction.is_exciton:
+            raise ValueError(
+                f"an exciton crystal needs a dipole interaction ({', '.join(EXCITON_INTERACTIONS)}), "
+                f"not {self.interaction.kind!r}"
+            )
+        for key, values in self.sweep.items():
+            if key not in SWEEP_ALIASES and "." not in key:
+                raise ValueError(f"sweep.{key}: unknown sweep key; use one of {sorted(SWEEP_ALIASES)} or a dotted config key")
+            if key.split(".")[0] == "sweep":
+                raise ValueError(f"sweep.{key}: cannot sweep the sweep")
+            if isinstance(values, list) and not values:
+                raise ValueError(f"sweep.{key}: empty list")
+        return self
+
+    @property
+    def effective_mass(self) -> float:
+        """Particle mass (m₀): m_e + m_h for excitons, else ``mass``."""
+        return self.exciton.mass if self.exciton is not None else self.mass
+
+    def build_model(self) -> LatticeModel:
+        """The unrelaxed :class:`LatticeModel` (exciton mass M = m_e + m_h where applicable)."""
+        return SystemConfig.build_model(self.model_copy(update={"mass": self.effective_mass}))
+
+    def sweep_values(self) -> dict[str, list]:
+        """{sweep key: list of values} in config order."""
+        return {k: (v.values() if isinstance(v, SweepRange) else list(v)) for k, v in self.sweep.items()}
+
+    def sweep_points(self) -> list[tuple[dict, MeltConfig]]:
+        """Every point of the sweep grid as ({key: value}, validated config without sweep).
+
+        Raises:
+            ConfigError: too many points, or a point whose config is invalid (named).
+        """
+        import itertools
+
+        values = self.sweep_values()
+        n = int(np.prod([len(v) for v in values.values()])) if values else 1
+        if n > _MAX_SWEEP_POINTS:
+            raise ConfigError(f"sweep: {n} points (more than {_MAX_SWEEP_POINTS})")
+        base = self.model_dump(exclude_unset=True, exclude={"sweep"})
+        points = []
+        for combo in itertools.product(*values.values()):
+            labels = dict(zip(values, combo, strict=True))
+            data = copy.deepcopy(base)
+            for key, value in labels.items():
+                for target in SWEEP_ALIASES.get(key, (key,)):
+                    _set_dotted(data, target, value)
+            try:
+                cfg = config_from_dict(data, MeltConfig)
+            except ConfigError as err:
+                where = ", ".join(f"{k}={v}" for k, v in labels.items())
+                raise ConfigError(f"sweep point ({where}): {str(err).removeprefix('config: ')}") from None
+            points.append((labels, cfg))
+        return points

@@ -1,1 +1,1 @@
-"""Builders of multi-task datasets: real ones from installed packages (BBC News), synthetic ones for tests."""
+"""Builders of multi-task datasets (synthetic for tests; real corpora from installed packages)."""
