@@ -183,3 +183,27 @@ def test_shipped_compare_config_loads_for_both_methods():
 
     cfg = resolve_config(text, "bbc-compare-train.yaml")
     assert cfg.lora.rank is None and [t.name for t in cfg.tasks] == ["topic", "headline", "match"]
+
+
+def test_resumed_baseline_ends_with_same_weights_as_uninterrupted(tiny_llama_dir, synthetic_jsonl, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = AlterConfig.model_validate(stage1_dict(tiny_llama_dir, synthetic_jsonl, max_steps=4,
+                                                 gradient_accumulation_steps=2, learning_rate=1e-2))
+    ex = parse_jsonl(synthetic_jsonl.read_text(), "t", _registry(cfg))
+
+    def setup(c):
+        return build_baseline(c)[0]
+
+    run_training(cfg, 0, train_examples=ex, out_dir=tmp_path / "full", setup_model=setup)
+    part = run_training(cfg, 0, train_examples=ex, out_dir=tmp_path / "part", setup_model=setup, stop_after=2)
+    assert part.steps == 2
+    mid = load_file(str(tmp_path / "part" / "adapter_model.safetensors"))
+    res = run_training(cfg, 0, train_examples=ex, out_dir=tmp_path / "part", setup_model=setup, resume=True)
+    assert res.steps == 4
+    full = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))
+    resumed = load_file(str(tmp_path / "part" / "adapter_model.safetensors"))
+    assert full.keys() == resumed.keys() and full
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+    assert any(not torch.equal(mid[k], full[k]) for k in full)  # the resumed half did train
