@@ -33,7 +33,12 @@ def fail(message: str) -> typer.Exit:
 
 
 def user_errors(fn):
-    """Decorator: turn user-caused exceptions into one stderr line + exit code 2 (no traceback)."""
+    """Decorator: turn user-caused exceptions into one stderr line + exit code 2 (no traceback).
+
+    User-caused: :class:`ConfigError` (config, overrides, physics out of range), an existing
+    output, and OSError (paths, permissions, disk full). Anything else (ValueError from the
+    numerical core, LinAlgError, …) is a bug and keeps its traceback (exit code 1).
+    """
     from moire_cli.output import OutputExistsError
 
     @functools.wraps(fn)
@@ -42,8 +47,9 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (ConfigError, OutputExistsError) as err:
             raise fail(str(err)) from None
-        except (ValueError, OSError) as err:
-            raise fail(f"{type(err).__name__}: {err}") from None
+        except OSError as err:
+            where = f": {err.filename}" if err.filename is not None else ""
+            raise fail(f"{err.strerror or err}{where}") from None
 
     return wrapper
 
@@ -77,7 +83,10 @@ def phonons(
     if model.potential is not None and (w := model.potential.harmonic_warning(cfg.mass)):
         warnings.append(w)
     cr = model.crystal
-    q_path, distance, labels = crystals.high_symmetry_path(cr, cfg.path.spec(), cfg.path.n_per_segment)
+    try:
+        q_path, distance, labels = crystals.high_symmetry_path(cr, cfg.path.spec(), cfg.path.n_per_segment)
+    except ValueError as err:  # a label this cell does not have
+        raise ConfigError(f"config: path.points: {err}") from None
     q_mesh = crystals.monkhorst_pack(cr, cfg.mesh.size)
     _log(console, f"{cr.name}: {cr.n_sites} site(s)/cell, {len(q_path)} path + {len(q_mesh)} mesh q-points")
     res = dynamics.compute_phonons(model, q_path, q_mesh, cfg.relax, cfg.mesh.smearing_meV, cfg.mesh.n_energies)
