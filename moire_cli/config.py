@@ -32,7 +32,28 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: Sites of a user basis closer than this (units of a_M, modulo lattice vectors) are rejected.
+MIN_SITE_SEPARATION = 1e-2
+
+
+def _check_distinct_sites(cell: np.ndarray, basis: np.ndarray) -> None:
+    """Raise ValueError if two basis sites coincide modulo a lattice vector (units of a_M)."""
+    frac = basis @ np.linalg.inv(cell)
+    for i in range(len(basis)):
+        for j in range(i):
+            df = frac[i] - frac[j]
+            df -= np.round(df)
+            # nearest image among the 3×3 neighbouring cells (the reduced cell may be oblique)
+            shifts = np.array([[a, b] for a in (-1, 0, 1) for b in (-1, 0, 1)])
+            dist = np.linalg.norm((df + shifts) @ cell, axis=1).min()
+            if dist < MIN_SITE_SEPARATION:
+                raise ValueError(
+                    f"crystal.basis sites {j} and {i} coincide (distance {dist:.3g} a_M modulo the cell, "
+                    f"minimum {MIN_SITE_SEPARATION:g})"
+                )
 
 
 class CrystalConfig(_Section):
@@ -56,8 +77,10 @@ class CrystalConfig(_Section):
                 raise ValueError("crystal.cell must be two 2-vectors [[x, y], [x, y]] (units of a_M)")
             if len(self.basis) < 1 or np.shape(self.basis)[1:] != (2,):
                 raise ValueError("crystal.basis must be a list of 2-vectors (units of a_M)")
-            if abs(np.linalg.det(np.array(self.cell))) < 1e-9:
+            cell = np.array(self.cell)
+            if abs(np.linalg.det(cell)) < 1e-9 * np.prod(np.linalg.norm(cell, axis=1)):
                 raise ValueError("crystal.cell vectors are linearly dependent")
+            _check_distinct_sites(cell, np.array(self.basis))
         return self
 
     def build(self, a_M: float) -> Crystal:
@@ -101,8 +124,8 @@ class MoirePotentialConfig(_Section):
 class DielectricConfig(_Section):
     """Dielectric environment: κ = (ε_top + ε_bottom)/2."""
 
-    epsilon_top: float = Field(4.5, gt=0)
-    epsilon_bottom: float = Field(4.5, gt=0)
+    epsilon_top: float = Field(4.5, ge=1, description="relative permittivity above (≥ 1, vacuum)")
+    epsilon_bottom: float = Field(4.5, ge=1, description="relative permittivity below (≥ 1, vacuum)")
 
     @property
     def kappa(self) -> float:
@@ -142,6 +165,12 @@ class EwaldConfig(_Section):
     short_range_cutoff: float | None = Field(None, gt=0)
 
 
+#: Allowed range of ewald.eta around the default √(π/A) (factor either way).
+ETA_FACTOR = 20.0
+#: Most lattice vectors a real-space short-range sum may need (memory and time bound).
+MAX_LATTICE_VECTORS = 1e6
+
+
 class SystemConfig(_Section):
     """The physical system shared by all commands."""
 
@@ -165,6 +194,32 @@ class SystemConfig(_Section):
             raise ValueError(
                 f"moire_potential.trap_scale has {len(ts)} entries but crystal {self.crystal.name!r} "
                 f"has {self.n_sites} site(s) per cell"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_lattice_sums(self) -> SystemConfig:
+        """Keep the lattice sums finite in size: η within a factor of the default √(π/A), and a
+        short-range cut-off that needs at most :data:`MAX_LATTICE_VECTORS` lattice vectors."""
+        c = self.crystal
+        cell = np.array(BUILTIN_CRYSTALS[c.name][0] if c.name in BUILTIN_CRYSTALS else c.cell, dtype=float)
+        area = abs(np.linalg.det(cell)) * self.moire_potential.a_M**2
+        eta0 = float(np.sqrt(np.pi / area))
+        eta = self.ewald.eta
+        if eta is not None and not 1 / ETA_FACTOR <= eta / eta0 <= ETA_FACTOR:
+            raise ValueError(
+                f"ewald.eta = {eta:g} 1/nm is more than {ETA_FACTOR:g}× away from the default √(π/A) = "
+                f"{eta0:.4g} 1/nm (the result does not depend on η; only the cost does)"
+            )
+        r_cut = self.ewald.short_range_cutoff
+        if r_cut is None and self.interaction.kind in ("keldysh", "dual-gate"):
+            inter = self.interaction.build(self.dielectric.kappa)
+            r_cut = inter.short_range_cutoff(self.ewald.short_range_tolerance)
+        if r_cut is not None and np.pi * r_cut**2 / area > MAX_LATTICE_VECTORS:
+            raise ValueError(
+                f"the short-range lattice sum would need ~{np.pi * r_cut**2 / area:.2g} lattice vectors "
+                f"(cut-off {r_cut:.4g} nm, cell {area:.4g} nm²; at most {MAX_LATTICE_VECTORS:g}): lower "
+                f"ewald.short_range_cutoff or raise ewald.short_range_tolerance"
             )
         return self
 
@@ -313,7 +368,7 @@ def _format_error(err: ValidationError) -> str:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
-    return f"config: {loc or '<root>'}: {msg}"
+    return f"config: {loc}: {msg}" if loc else f"config: {msg}"  # whole-model checks name their keys
 
 
 def config_from_dict(data: dict, cls: type[C] = PhononsConfig, overrides: list[str] | None = None) -> C:
