@@ -338,8 +338,8 @@ def _report(console, cfg, res, labels, summary, out: Path) -> None:
     tty = console.is_terminal
     if not tty:
         console = Console(width=160, no_color=True, highlight=False, emoji=False)
-    t = Table(title=escape(f"moire phonons: {res.model.crystal.name} → {out}"), box=box.SIMPLE_HEAD if tty else box.ASCII,
-              title_justify="left")
+    console.print(f"moire phonons: {res.model.crystal.name} → {out}", markup=False)
+    t = Table(box=box.SIMPLE_HEAD if tty else box.ASCII)
     t.add_column("point")
     t.add_column("q (fractional)")
     t.add_column("mode", justify="right")
@@ -606,8 +606,11 @@ def _melt_report(console, points, res, out: Path) -> None:
         tm = res.melting_temperature[i]
         verdict = ("unstable" if res.unstable[i] else "quantum melted" if res.quantum_melted[i]
                    else f"T_m = {tm:.4g} K" if np.isfinite(tm) else "T_m above melt.t_max")
-        rows.append([str(lab[k]) for k in lab] + [f"{res.lindemann_ratio_zero[i]:.4f}", verdict])
-    mesh = f"mesh {res.mesh.mesh}×{res.mesh.mesh} (change {res.mesh.change:.2g})"
+        l0 = res.lindemann_ratio_zero[i]
+        rows.append([str(lab[k]) for k in lab] + [f"{l0:.4f}" if np.isfinite(l0) else "—", verdict])
+    change = res.mesh.change
+    mesh = f"mesh {res.mesh.mesh}×{res.mesh.mesh} " + (
+        f"(change {change:.2g})" if change is not None and np.isfinite(change) else "(single mesh, not refined)")
     from rich import box
     from rich.console import Console
     from rich.markup import escape
@@ -616,8 +619,8 @@ def _melt_report(console, points, res, out: Path) -> None:
     tty = console.is_terminal
     if not tty:  # the same table in plain ASCII, every row (a log or a cron mail)
         console = Console(width=200, no_color=True, highlight=False, emoji=False)
-    t = Table(title=escape(f"moire melt → {out} ({mesh})"), box=box.SIMPLE_HEAD if tty else box.ASCII,
-              title_justify="left")
+    console.print(f"moire melt → {out}: {mesh}", markup=False)
+    t = Table(box=box.SIMPLE_HEAD if tty else box.ASCII)
     for h in head + ["L(0)", "result"]:
         t.add_column(escape(h))
     shown = rows[:40] if tty else rows

@@ -355,15 +355,16 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
     return out
 
 
-_UNION_TAGS = {"str", "int", "float", "bool", "list[float]", "PathPoint"}
+_UNION_TAGS = {"str", "int", "float", "bool", "PathPoint", "SweepRange", "TemperatureRange"}
 
 
 def _format_error(err: ValidationError) -> str:
-    """One line naming the key: the most specific (deepest) of pydantic's errors."""
+    """One line naming the key: the most specific (deepest) of pydantic's errors; on a tie, not the
+    'wrong type' error of another branch of a union (list versus range)."""
     errors = err.errors()
-    e = max(errors, key=lambda x: len(x["loc"]))
+    e = max(errors, key=lambda x: (len(x["loc"]), not x["type"].endswith("_type")))
     loc = ".".join(
-        str(x) for x in e["loc"] if not (str(x) in _UNION_TAGS or str(x).startswith(("function-", "tuple[")))
+        str(x) for x in e["loc"] if not (str(x) in _UNION_TAGS or "[" in str(x) or str(x).startswith("function-"))
     )
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
@@ -518,10 +519,14 @@ class SweepRange(_Section):
     num: int = Field(ge=1, le=10000)
     log: bool = False
 
+    @model_validator(mode="after")
+    def _check(self) -> SweepRange:
+        if self.log and (self.start <= 0 or self.stop <= 0):
+            raise ValueError("a log sweep needs start and stop > 0")
+        return self
+
     def values(self) -> list[float]:
         if self.log:
-            if self.start <= 0 or self.stop <= 0:
-                raise ValueError("a log sweep needs start and stop > 0")
             return np.geomspace(self.start, self.stop, self.num).tolist()
         return np.linspace(self.start, self.stop, self.num).tolist()
 

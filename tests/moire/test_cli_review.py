@@ -232,3 +232,28 @@ def test_melt_plain_table_has_a_header(tmp_path):
     assert [c.strip() for c in header.strip("|").split("|")] == ["sweep_a_M", "L(0)", "result"]
     body = [ln for ln in lines if ln.startswith("| ") and ln != header]
     assert [ln.split("|")[1].strip() for ln in body] == ["8.0", "10.0"]
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ({"a_M": {"start": -5.0, "stop": 10.0, "num": 3, "log": True}}, "config: sweep.a_M: a log sweep needs start and stop > 0"),
+        ({"a_M": {"start": 5.0, "stop": 10.0, "num": 0}}, "config: sweep.a_M.num: Input should be greater than or equal to 1"),
+        ({"a_M": ["x", None]}, "config: sweep.a_M.1: Input should be a valid number"),
+    ],
+)
+def test_melt_sweep_errors_name_the_key_without_type_tags(sweep, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({**BASE, "sweep": sweep}, MeltConfig)
+    assert str(err.value) == message
+
+
+def test_melt_unstable_point_shows_a_dash_not_nan(tmp_path):
+    cfg = tmp_path / "melt.yaml"
+    cfg.write_text("crystal: {name: zigzag_stripe}\nmoire_potential: {a_M: 10.0, V: 0.1}\nmass: 0.5\n"
+                   "melt: {temperatures: [0, 50], mesh: {start: 4, max: 4}}\noutput: {plot: false}\n")
+    res = run("melt", cfg, "--out", tmp_path / "m")
+    assert res.exit_code == 0, res.output
+    row = next(ln for ln in res.stdout.splitlines() if "unstable" in ln and ln.startswith("| "))
+    assert [c.strip() for c in row.strip("|").split("|")] == ["—", "unstable"]
+    assert "nan" not in res.stdout
