@@ -301,6 +301,10 @@ class ChiralityConfig(_Section):
         return -1 if carrier == "electron" else 1
 
 
+#: Most (mesh q-points × sites²) of one phonons run (two sites, 128×128: 0.2 GB, 12 s measured).
+MAX_MESH_WORK = 256 * 256 * 4
+
+
 class PhononsConfig(SystemConfig):
     """Config of `moire phonons`."""
 
@@ -309,6 +313,16 @@ class PhononsConfig(SystemConfig):
     mesh: MeshConfig = MeshConfig()
     output: OutputConfig = OutputConfig()
     chirality: ChiralityConfig = ChiralityConfig()
+
+    @model_validator(mode="after")
+    def _check_mesh_size(self) -> PhononsConfig:
+        n1, n2 = self.mesh.size
+        if n1 * n2 * self.n_sites**2 > MAX_MESH_WORK:
+            raise ValueError(
+                f"mesh.size {n1}×{n2} with {self.n_sites} site(s) per cell is too large (q-points × sites² = "
+                f"{n1 * n2 * self.n_sites**2:.3g}, at most {MAX_MESH_WORK:.3g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_berry_band(self) -> PhononsConfig:
@@ -549,6 +563,8 @@ SWEEP_ALIASES: dict[str, tuple[str, ...]] = {
     "mass": ("mass",),
 }
 _MAX_SWEEP_POINTS = 10000
+#: Most (sweep points × finest mesh q-points × sites²) of one melt run (memory bound, estimated).
+MAX_MELT_WORK = 2**24
 
 
 class MeltOutputConfig(_Section):
@@ -614,6 +630,12 @@ class MeltConfig(SystemConfig):
         n = int(np.prod([len(v) for v in values.values()])) if values else 1
         if n > _MAX_SWEEP_POINTS:
             raise ConfigError(f"sweep: {n} points (more than {_MAX_SWEEP_POINTS})")
+        work = n * self.melt.mesh.max**2 * self.n_sites**2
+        if work > MAX_MELT_WORK:  # every point's spectrum on the finest mesh is held at once
+            raise ConfigError(
+                f"sweep: {n} point(s) × melt.mesh.max {self.melt.mesh.max}² × {self.n_sites} site(s)² = {work:.3g} "
+                f"is too large (at most {MAX_MELT_WORK:.3g}); fewer sweep points or a smaller melt.mesh.max"
+            )
         base = self.model_dump(exclude_unset=True, exclude={"sweep"})
         points = []
         for combo in itertools.product(*values.values()):

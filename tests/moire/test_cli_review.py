@@ -257,3 +257,18 @@ def test_melt_unstable_point_shows_a_dash_not_nan(tmp_path):
     row = next(ln for ln in res.stdout.splitlines() if "unstable" in ln and ln.startswith("| "))
     assert [c.strip() for c in row.strip("|").split("|")] == ["—", "unstable"]
     assert "nan" not in res.stdout
+
+
+def test_huge_meshes_rejected_before_any_work():
+    from moire_cli.config import MAX_MELT_WORK, MAX_MESH_WORK
+
+    honeycomb = {**BASE, "crystal": {"name": "honeycomb_gwc"}}
+    config_from_dict({**honeycomb, "mesh": {"size": [256, 256]}})  # 256² × 2² = the limit
+    with pytest.raises(ConfigError, match=r"mesh.size 257×256 with 2 site\(s\)"):
+        config_from_dict({**honeycomb, "mesh": {"size": [257, 256]}})
+    assert MAX_MESH_WORK == 256 * 256 * 4
+    n_points = MAX_MELT_WORK // 48**2 + 1
+    cfg = config_from_dict({**BASE, "melt": {"mesh": {"max": 48}},
+                            "sweep": {"a_M": {"start": 5.0, "stop": 10.0, "num": n_points}}}, MeltConfig)
+    with pytest.raises(ConfigError, match="too large"):
+        cfg.sweep_points()
