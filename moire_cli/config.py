@@ -397,6 +397,23 @@ def config_from_dict(data: dict, cls: type[C] = PhononsConfig, overrides: list[s
         raise ConfigError(_format_error(err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a repeated section would drop the first one's settings)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:  # explicit scalar keys only (merge keys '<<' may repeat)
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: Path | str, cls: type[C] = PhononsConfig, overrides: list[str] | None = None) -> C:
     """Read YAML ``path`` and resolve defaults < YAML < overrides as ``cls``.
 
@@ -411,11 +428,12 @@ def load_config(path: Path | str, cls: type[C] = PhononsConfig, overrides: list[
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"malformed YAML in {path}{where}") from None
+        problem = getattr(err, "problem", None)
+        raise ConfigError(f"malformed YAML in {path}{where}" + (f": {problem}" if problem else "")) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -272,3 +272,19 @@ def test_huge_meshes_rejected_before_any_work():
                             "sweep": {"a_M": {"start": 5.0, "stop": 10.0, "num": n_points}}}, MeltConfig)
     with pytest.raises(ConfigError, match="too large"):
         cfg.sweep_points()
+
+
+def test_duplicate_yaml_keys_rejected_merge_keys_kept(tmp_path):
+    from moire_cli.config import load_config
+
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("moire_potential: {a_M: 8, V: 15}\nmass: 0.5\nmoire_potential: {a_M: 9}\n")
+    with pytest.raises(ConfigError, match=r"\(line 3\): duplicate key 'moire_potential'"):
+        load_config(dup)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("moire_potential: {a_M: 8, V: 15, V: 3}\n")
+    with pytest.raises(ConfigError, match="duplicate key 'V'"):
+        load_config(nested)
+    merge = tmp_path / "merge.yaml"
+    merge.write_text("moire_potential:\n  <<: {a_M: 8, V: 15}\n  V: 12\n")
+    assert load_config(merge).moire_potential.V == 12
