@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moire_cli.crystals import BUILTIN_CRYSTALS, Crystal, build_crystal
 from moire_cli.dynamics import LatticeModel
@@ -33,6 +33,14 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value, info):
+        """YAML true/false is not a number (pydantic would read `mass: true` as 1.0)."""
+        if isinstance(value, bool) and "bool" not in str(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"the boolean {str(value).lower()} is not a valid value here")
+        return value
 
 
 #: Sites of a user basis closer than this (units of a_M, modulo lattice vectors) are rejected.

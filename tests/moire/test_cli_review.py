@@ -288,3 +288,12 @@ def test_duplicate_yaml_keys_rejected_merge_keys_kept(tmp_path):
     merge = tmp_path / "merge.yaml"
     merge.write_text("moire_potential:\n  <<: {a_M: 8, V: 15}\n  V: 12\n")
     assert load_config(merge).moire_potential.V == 12
+
+
+def test_yaml_booleans_are_not_numbers():
+    with pytest.raises(ConfigError, match="config: mass: the boolean true is not a valid value here"):
+        config_from_dict({**BASE, "mass": True})
+    with pytest.raises(ConfigError, match="chirality.charge_sign: the boolean true"):
+        config_from_dict({**BASE, "chirality": {"charge_sign": True}})
+    cfg = config_from_dict({**BASE, "relax": False, "output": {"plot": False}})
+    assert cfg.relax is False and cfg.output.plot is False
