@@ -56,7 +56,7 @@ def user_errors(fn):
 
 def _log(console, message: str) -> None:
     if console.is_terminal:
-        console.log(message)
+        console.log(message, markup=False)
     else:
         typer.echo(message, err=True)
 

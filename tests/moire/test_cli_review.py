@@ -297,3 +297,15 @@ def test_yaml_booleans_are_not_numbers():
         config_from_dict({**BASE, "chirality": {"charge_sign": True}})
     cfg = config_from_dict({**BASE, "relax": False, "output": {"plot": False}})
     assert cfg.relax is False and cfg.output.plot is False
+
+
+def test_terminal_log_lines_are_not_rich_markup():
+    import io
+
+    import rich.console
+
+    from moire_cli import cli
+
+    con = rich.console.Console(file=io.StringIO(), force_terminal=True, no_color=True, width=120)
+    cli._log(con, "crystal [bold]mine: 2 site(s)/cell")
+    assert "crystal [bold]mine: 2 site(s)/cell" in con.file.getvalue()
