@@ -1,0 +1,311 @@
+"""Validated configuration models of `alter` (pydantic, unknown keys rejected).
+
+Precedence: defaults < YAML file < `--set key=value` overrides (dotted keys, YAML scalars) < flags.
+Errors a user can cause raise `ConfigError` (a ValueError) with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used (one-line message)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """The base model: `default` (embedded SmolLM2-135M-Instruct GGUF), a local directory, a hub id
+    already in the local Hugging Face cache, or a `.gguf` file path."""
+
+    name: str = "default"
+    gguf_file: str | None = None
+
+
+class TaskConfig(_Strict):
+    """One task of the registry. `kind`: classify (closed label set), nli (closed label set over a
+    pair) or generate (free text)."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["classify", "nli", "generate"]
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _labels_match_kind(self) -> TaskConfig:
+        if self.kind in ("classify", "nli") and not self.labels:
+            raise ValueError(f"task {self.name!r} of kind {self.kind} needs a non-empty labels list")
+        if self.kind == "generate" and self.labels:
+            raise ValueError(f"task {self.name!r} of kind generate takes no labels")
+        return self
+
+
+class FieldsConfig(_Strict):
+    """Names of the JSONL fields (pCLUE schema by default)."""
+
+    input: str = "input"
+    target: str = "target"
+    type: str = "type"
+
+
+class DataConfig(_Strict):
+    """Multi-task JSON Lines data and prompting.
+
+    sampling_temperature T: task t is drawn with probability ∝ n_t^(1/T) (n_t = task size);
+    T = 1 samples proportionally to size, large T approaches uniform (task-balanced).
+    """
+
+    train: str | None = None
+    eval: str | None = None
+    fields: FieldsConfig = FieldsConfig()
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"
+    max_length: int = Field(512, ge=8)
+    max_target_length: int = Field(128, ge=1)
+    sampling_temperature: float = Field(2.0, gt=0)
+
+
+class MTAConfig(_Strict):
+    """The Mixture-of-Task-Adapters module (spec section 1).
+
+    layers: block indices of a decoder-only model (negative counts from the end; default last 4);
+    encoder_layers / decoder_layers: the same for encoder-decoder (T5) models (default: last block).
+    task_to_experts: task name -> its own expert indices (default: task i owns expert i mod E).
+    Stage-2 fields (num_shared_experts, gate, gate_hidden, gate_init_bias) are used by stage 2 only.
+    """
+
+    expert: Literal["bottleneck", "ffn_copy", "lora"] = "bottleneck"
+    num_experts: int = Field(5, ge=1)
+    rank: int = Field(64, ge=1)
+    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    placement: Literal["parallel", "replace"] = "parallel"
+    layers: list[int] | None = None
+    encoder_layers: list[int] | None = None
+    decoder_layers: list[int] | None = None
+    temperature: float = Field(0.1, gt=0)
+    own_init: float = 0.22
+    other_init: float = 0.20
+    task_to_experts: dict[str, list[int]] | None = None
+    num_shared_experts: int = Field(0, ge=0)
+    gate: Literal["token", "pooled"] = "token"
+    gate_hidden: int = Field(64, ge=1)
+    gate_init_bias: float = 2.0
+
+    @model_validator(mode="after")
+    def _experts_in_range(self) -> MTAConfig:
+        for task, experts in (self.task_to_experts or {}).items():
+            if not experts:
+                raise ValueError(f"mta.task_to_experts[{task!r}] is empty")
+            bad = [e for e in experts if not 0 <= e < self.num_experts]
+            if bad:
+                raise ValueError(
+                    f"mta.task_to_experts[{task!r}] has expert index {bad[0]} outside 0..{self.num_experts - 1}"
+                )
+        return self
+
+
+class TrainConfig(_Strict):
+    """The accelerate training loop (shared by both stages)."""
+
+    max_steps: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_steps: int = Field(10, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 42
+    log_every: int = Field(10, ge=1)
+    save_every: int = Field(0, ge=0)
+    unfreeze_backbone: bool = False
+    tune_selector: bool = False
+
+
+class GenerateConfig(_Strict):
+    """Generation for evaluation (`alter eval`, `alter predict`, the evaluation after training).
+
+    label_match: how a generated text is matched to a classify/nli label set after normalisation
+    (case, whitespace, punctuation): `exact`, or `prefix` (the text may run on after the label).
+    """
+
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    num_beams: int = Field(1, ge=1)
+    label_match: Literal["prefix", "exact"] = "prefix"
+
+
+class AlterConfig(_Strict):
+    """The config of `alter train-stage1` (and the base of stage 2)."""
+
+    model: ModelConfig = ModelConfig()
+    tasks: list[TaskConfig] = Field(min_length=1)
+    data: DataConfig = DataConfig()
+    mta: MTAConfig = MTAConfig()
+    train: TrainConfig = TrainConfig()
+    generation: GenerateConfig = GenerateConfig()
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> AlterConfig:
+        names = [t.name for t in self.tasks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"task name {dup[0]!r} declared twice")
+        unknown = sorted(set(self.mta.task_to_experts or {}) - set(names))
+        if unknown:
+            raise ValueError(f"mta.task_to_experts names unknown task {unknown[0]!r}")
+        return self
+
+
+class Stage2MTAConfig(_Strict):
+    """Stage 2 of MTA (spec section 1): M shared experts and the gate network, added to every MTA layer
+    of the stage-1 checkpoint (the task experts, selector and layer placement come from it).
+
+    gate: `token` (a gate per token, default) or `pooled` (one gate per sample).
+    gate_init_bias: initial gate logit of the task path o₀ (the others start at 0, W₂ at zero), so
+    g₀ = e^b / (e^b + M) at start; a large value (≥ 20 in float32) starts exactly on the task path
+    (the stage-1 model) but leaves the shared experts almost no gradient.
+    gate_regularizer: `none` (default), `load_balancing` (w·(M+1)·Σ_j ḡ_j², ḡ = mean gate weight over
+    the batch's tokens, minimal for equal use; Fedus et al. 2021, arXiv:2101.03961 eq. 4 for dense
+    weights) or `entropy` (−w·mean per-token entropy of g, against collapse onto one path).
+    """
+
+    num_shared_experts: int = Field(2, ge=1)
+    gate: Literal["token", "pooled"] = "token"
+    gate_hidden: int = Field(64, ge=1)
+    gate_init_bias: float = 2.0
+    gate_regularizer: Literal["none", "load_balancing", "entropy"] = "none"
+    gate_regularizer_weight: float = Field(0.01, ge=0)
+
+
+class Stage2Config(_Strict):
+    """The config of `alter train-stage2`: the stage-1 checkpoint to start from (its base model, task
+    registry and MTA layers), data, stage-2 MTA options and the training loop."""
+
+    stage1: str = Field(min_length=1)
+    data: DataConfig = DataConfig()
+    mta: Stage2MTAConfig = Stage2MTAConfig()
+    train: TrainConfig = TrainConfig()
+    generation: GenerateConfig = GenerateConfig()
+
+    @model_validator(mode="after")
+    def _backbone_frozen(self) -> Stage2Config:
+        if self.train.unfreeze_backbone:
+            raise ValueError("train.unfreeze_backbone: stage 2 keeps the backbone frozen")
+        return self
+
+
+class EvalConfig(_Strict):
+    """The config of `alter eval`: what to score (a checkpoint, more checkpoints to compare, the bare
+    base model), on which JSONL set, with which generation settings.
+
+    model / tasks: the base model and task registry of a zero-shot run (default: those of the first
+    checkpoint). data.prompt_format / max_length default to the values a checkpoint was trained with.
+    """
+
+    checkpoint: str | None = None
+    compare: list[str] = []
+    zero_shot: bool = False
+    model: ModelConfig | None = None
+    tasks: list[TaskConfig] | None = None
+    data: DataConfig = DataConfig()
+    generation: GenerateConfig = GenerateConfig()
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> EvalConfig:
+        if self.tasks is not None:
+            names = [t.name for t in self.tasks]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"task name {dup[0]!r} declared twice")
+        return self
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`["a.b=1", "c=x"]` -> nested dict; values parsed as YAML scalars. Raises ConfigError."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"--set has an empty key in {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p!r} is both a value and a section")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge, `over` wins."""
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = deep_merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """The first pydantic error as one line: `config: <dotted.key>: <message>`."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    if err["type"] == "missing":
+        msg = "required key missing"
+    return f"config: {loc}: {msg}"
+
+
+def resolve_config(
+    text: str | None, source: str, overrides: list[str] | None = None, model_cls: type[BaseModel] = AlterConfig
+) -> BaseModel:
+    """Parse YAML `text` (file `source`), apply `--set` overrides and validate.
+
+    Raises ConfigError (one line) on malformed YAML, unknown keys, wrong types or bad values.
+    """
+    data: Any = {}
+    if text is not None:
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{source}:{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    data = deep_merge(data, parse_set(overrides or []))
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML with sorted keys."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True)
+
+
+def relative_to(path: str | None, base: Path) -> str | None:
+    """Resolve a path from a config file relative to the config file's folder."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base / p))

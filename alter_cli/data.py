@@ -1,0 +1,271 @@
+"""Multi-task JSON Lines data: task registry, parsing, prompt formatting, collation, task-balanced sampling.
+
+Format (pCLUE's schema, spec section 2): one JSON object per line with `input`, `target` and `type`
+(the task name); field names configurable. Pure functions: callers read the files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+TASK_KINDS = ("classify", "nli", "generate")
+IGNORE_INDEX = -100
+
+
+class DataError(ValueError):
+    """Malformed data (message names file and line)."""
+
+
+class UnknownTaskError(ValueError):
+    """A task name that is not in the registry."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: name, kind (classify | nli | generate) and, for classify/nli, its label list."""
+
+    name: str
+    kind: str
+    labels: tuple[str, ...] | None = None
+
+
+class TaskRegistry:
+    """Ordered task names -> ids 0..T-1 (mapped once; the forward pass sees only ids)."""
+
+    def __init__(self, tasks: Sequence[TaskSpec]):
+        self.tasks = list(tasks)
+        self._ids = {t.name: i for i, t in enumerate(self.tasks)}
+        if len(self._ids) != len(self.tasks):
+            raise ValueError("task names must be unique")
+        for t in self.tasks:
+            if t.kind not in TASK_KINDS:
+                raise ValueError(f"task {t.name!r}: unknown kind {t.kind!r} (one of {', '.join(TASK_KINDS)})")
+
+    @classmethod
+    def from_config(cls, tasks: Sequence[Any]) -> TaskRegistry:
+        """From config.TaskConfig objects (name, kind, labels)."""
+        return cls([TaskSpec(t.name, t.kind, tuple(t.labels) if t.labels else None) for t in tasks])
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskRegistry) and self.to_dict() == other.to_dict()
+
+    def id(self, name: str) -> int:
+        """Task id of `name`; UnknownTaskError if not registered."""
+        try:
+            return self._ids[name]
+        except KeyError:
+            raise UnknownTaskError(f"unknown task {name!r} (known: {', '.join(self.names)})") from None
+
+    def spec(self, name_or_id: str | int) -> TaskSpec:
+        return self.tasks[name_or_id if isinstance(name_or_id, int) else self.id(name_or_id)]
+
+    def ids(self, names: Sequence[str]) -> torch.Tensor:
+        """LongTensor (B,) of task ids."""
+        return torch.tensor([self.id(n) for n in names], dtype=torch.long)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tasks": [{"name": t.name, "kind": t.kind, "labels": list(t.labels) if t.labels else None}
+                          for t in self.tasks]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskRegistry:
+        try:
+            return cls([TaskSpec(t["name"], t["kind"], tuple(t["labels"]) if t.get("labels") else None)
+                        for t in d["tasks"]])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed task registry ({exc.__class__.__name__}: {exc})") from None
+
+
+@dataclass(frozen=True)
+class Example:
+    """One multi-task sample."""
+
+    input: str
+    target: str
+    task: str
+
+
+def parse_jsonl(
+    text: str, source: str, registry: TaskRegistry, fields: Any = None, check_labels: bool = True
+) -> list[Example]:
+    """Parse JSON Lines `text` (file name `source`, for messages) into Examples.
+
+    fields: object with attributes input/target/type (config.FieldsConfig) or None for the defaults.
+    Raises DataError / UnknownTaskError with `source:line:` for a malformed line, a missing or
+    non-string field, an unknown task, or (check_labels) a classify/nli target outside its labels.
+    """
+    f_in, f_tg, f_ty = (fields.input, fields.target, fields.type) if fields is not None else ("input", "target", "type")
+    out = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{source}:{lineno}: malformed JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        vals = []
+        for key in (f_in, f_tg, f_ty):
+            if key not in obj:
+                raise DataError(f"{source}:{lineno}: missing field {key!r}")
+            if not isinstance(obj[key], str):
+                raise DataError(f"{source}:{lineno}: field {key!r} must be a string")
+            vals.append(obj[key])
+        try:
+            spec = registry.spec(vals[2])
+        except UnknownTaskError as exc:
+            raise UnknownTaskError(f"{source}:{lineno}: {exc}") from None
+        if check_labels and spec.labels and vals[1] not in spec.labels:
+            raise DataError(f"{source}:{lineno}: target {vals[1]!r} is not a label of task {spec.name!r}")
+        out.append(Example(vals[0], vals[1], vals[2]))
+    if not out:
+        raise DataError(f"{source}: no examples")
+    return out
+
+
+def use_chat_template(tokenizer: Any, prompt_format: str = "auto") -> bool:
+    """Whether prompts go through the tokenizer's chat template (auto: when it has one)."""
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "chat" and not has:
+        raise ValueError("prompt_format 'chat' but the tokenizer has no chat template")
+    return prompt_format == "chat" or (prompt_format == "auto" and has)
+
+
+def prompt_ids(tokenizer: Any, text: str, is_seq2seq: bool, prompt_format: str = "auto") -> list[int]:
+    """Token ids of the prompt for `text`: the encoder input (seq2seq), the chat-template user turn
+    with the generation prompt (instruct causal LMs), or `text + "\\n"` (plain causal LMs)."""
+    if is_seq2seq:
+        return list(tokenizer(text).input_ids)
+    if use_chat_template(tokenizer, prompt_format):
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+        return list(tokenizer(rendered, add_special_tokens=False).input_ids)
+    return list(tokenizer(text + "\n").input_ids)
+
+
+def encode_example(
+    tokenizer: Any, ex: Example, task_id: int, is_seq2seq: bool, prompt_format: str = "auto",
+    max_length: int = 512, max_target_length: int = 128,
+) -> dict[str, Any]:
+    """Token ids with the loss on target tokens only.
+
+    causal: input_ids = prompt + target + eos, labels = -100 over the prompt (prompt truncated from
+    the left to fit max_length); seq2seq: input_ids = encoder input, labels = target + eos.
+    """
+    eos = tokenizer.eos_token_id
+    target = list(tokenizer(ex.target, add_special_tokens=False).input_ids)[: max_target_length - 1] + [eos]
+    prompt = prompt_ids(tokenizer, ex.input, is_seq2seq, prompt_format)
+    if is_seq2seq:
+        return {"input_ids": prompt[:max_length], "labels": target, "task_id": task_id}
+    keep = max(1, max_length - len(target))
+    prompt = prompt[-keep:]
+    return {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target, "task_id": task_id}
+
+
+class EncodedDataset(Dataset):
+    """A list of encoded examples (dicts from `encode_example`)."""
+
+    def __init__(self, items: list[dict[str, Any]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+    @property
+    def task_ids(self) -> list[int]:
+        return [it["task_id"] for it in self.items]
+
+
+def encode_dataset(tokenizer: Any, examples: Sequence[Example], registry: TaskRegistry, is_seq2seq: bool,
+                   prompt_format: str = "auto", max_length: int = 512, max_target_length: int = 128) -> EncodedDataset:
+    """Encode all examples (task names mapped to ids once, here)."""
+    return EncodedDataset([
+        encode_example(tokenizer, ex, registry.id(ex.task), is_seq2seq, prompt_format, max_length, max_target_length)
+        for ex in examples
+    ])
+
+
+@dataclass
+class Collator:
+    """Pads a list of encoded examples into a batch dict: input_ids, attention_mask, labels (-100 pad),
+    task_ids (B,). padding_side "right" for training, "left" for batched generation."""
+
+    pad_token_id: int
+    padding_side: str = "right"
+    keys: tuple[str, ...] = field(default=("input_ids", "labels"))
+
+    def _pad(self, seqs: list[list[int]], value: int) -> torch.Tensor:
+        n = max(len(s) for s in seqs)
+        rows = [([value] * (n - len(s)) + s) if self.padding_side == "left" else (s + [value] * (n - len(s)))
+                for s in seqs]
+        return torch.tensor(rows, dtype=torch.long)
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = [it["input_ids"] for it in items]
+        batch = {
+            "input_ids": self._pad(ids, self.pad_token_id),
+            "attention_mask": self._pad([[1] * len(s) for s in ids], 0),
+            "task_ids": torch.tensor([it["task_id"] for it in items], dtype=torch.long),
+        }
+        if all("labels" in it for it in items):
+            batch["labels"] = self._pad([it["labels"] for it in items], IGNORE_INDEX)
+        return batch
+
+
+def task_probabilities(task_ids: Sequence[int], num_tasks: int, temperature: float) -> torch.Tensor:
+    """p_t ∝ n_t^(1/T) over tasks present in the data (temperature-scaled sampling, Arivazhagan et
+    al. 2019, arXiv:1907.05019); shape (num_tasks,), zero for absent tasks."""
+    counts = torch.bincount(torch.tensor(list(task_ids), dtype=torch.long), minlength=num_tasks).double()
+    p = torch.where(counts > 0, counts.pow(1.0 / temperature), torch.zeros_like(counts))
+    return p / p.sum()
+
+
+class TaskBalancedSampler(Sampler[int]):
+    """A fixed, seeded sequence of `num_samples` dataset indices: the task of each draw is sampled
+    from `task_probabilities`, the example within the task walks through reshuffled passes of it.
+
+    The whole sequence is fixed by the seed, so a resumed run (skipping the batches already seen)
+    sees exactly the same samples as an uninterrupted one.
+    """
+
+    def __init__(self, task_ids: Sequence[int], num_samples: int, temperature: float = 2.0, seed: int = 0):
+        self.num_samples = int(num_samples)
+        tids = torch.tensor(list(task_ids), dtype=torch.long)
+        num_tasks = int(tids.max()) + 1
+        g = torch.Generator().manual_seed(seed)
+        p = task_probabilities(tids.tolist(), num_tasks, temperature)
+        draws = torch.multinomial(p.float(), self.num_samples, replacement=True, generator=g)
+        order = torch.empty(self.num_samples, dtype=torch.long)
+        for t in range(num_tasks):  # loop over tasks at set-up only
+            where = (draws == t).nonzero().flatten()
+            members = (tids == t).nonzero().flatten()
+            if len(where) == 0:
+                continue
+            passes = -(-len(where) // len(members))
+            perm = torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(passes)])
+            order[where] = perm[: len(where)]
+        self.order = order.tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return self.num_samples

