@@ -1,0 +1,78 @@
+"""Regressions found by the review of `alter train-stage1` (resume safety, trained backbone kept)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from alter_cli.config import AlterConfig
+from alter_cli.data import TaskRegistry, parse_jsonl
+from alter_cli.train import BACKBONE_WEIGHTS, CheckpointError, build_stage1, load_checkpoint, run_training
+
+from .conftest import stage1_dict
+
+
+def _cfg(model_dir, data, mta=None, **train):
+    d = stage1_dict(model_dir, data, **train)
+    d["mta"].update(mta or {})
+    return AlterConfig.model_validate(d)
+
+
+def _examples(cfg):
+    return parse_jsonl(Path(cfg.data.train).read_text(), cfg.data.train, TaskRegistry.from_config(cfg.tasks))
+
+
+def test_trained_backbone_is_saved_reloaded_and_resumed(tiny_llama_dir, synthetic_jsonl, tmp_path):
+    """unfreeze_backbone used to train the backbone and then drop it from the checkpoint and the
+    resume state: the reloaded model was base + MTA, not the trained model."""
+    cfg = _cfg(tiny_llama_dir, synthetic_jsonl, max_steps=4, learning_rate=1e-2, unfreeze_backbone=True)
+    captured = {}
+
+    def setup(c):
+        captured["b"] = build_stage1(c)
+        return captured["b"]
+
+    out = tmp_path / "full"
+    run_training(cfg, 1, train_examples=_examples(cfg), out_dir=out, setup_model=setup)
+    trained = {k: v.detach().clone() for k, v in captured["b"].model.state_dict().items()}
+    base = build_stage1(cfg).model.state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(trained[name], base[name])  # the backbone did train
+    assert (out / BACKBONE_WEIGHTS).is_file()
+    reloaded = load_checkpoint(out).model.state_dict()
+    assert reloaded.keys() == trained.keys()
+    for k in trained:
+        assert torch.equal(reloaded[k], trained[k]), k
+    # resume: interrupted after 2 steps, continued to 4, ends on the uninterrupted backbone
+    run_training(cfg, 1, train_examples=_examples(cfg), out_dir=tmp_path / "part", stop_after=2)
+    run_training(cfg, 1, train_examples=_examples(cfg), out_dir=tmp_path / "part", resume=True)
+    resumed = load_checkpoint(tmp_path / "part").model.state_dict()
+    assert torch.equal(resumed[name], trained[name])
+
+
+def test_resume_refuses_other_config_and_corrupt_state(tiny_llama_dir, synthetic_jsonl, tmp_path):
+    """--resume with another MTA config, task list or base model, or a damaged state/, used to end in
+    a torch traceback (or to run on silently); now a CheckpointError naming the difference."""
+    cfg = _cfg(tiny_llama_dir, synthetic_jsonl, max_steps=4)
+    good = tmp_path / "good"
+    run_training(cfg, 1, train_examples=_examples(cfg), out_dir=good, stop_after=1)
+
+    def attempt(name, cfg2, damage=None):
+        out = tmp_path / name
+        shutil.copytree(good, out)
+        if damage:
+            damage(out)
+        with pytest.raises(CheckpointError) as err:
+            run_training(cfg2, 1, train_examples=_examples(cfg2), out_dir=out, resume=True)
+        return str(err.value)
+
+    assert "mta.rank was 8, now 4" in attempt("rank", _cfg(tiny_llama_dir, synthetic_jsonl, {"rank": 4}, max_steps=4))
+    d = stage1_dict(tiny_llama_dir, synthetic_jsonl, max_steps=4)
+    d["tasks"] = d["tasks"][::-1]
+    assert "task registry" in attempt("tasks", AlterConfig.model_validate(d))
+    assert "incomplete (missing optimizer.bin)" in attempt(
+        "noopt", cfg, lambda o: (o / "state" / "optimizer.bin").unlink())
+    assert "corrupt accelerate state" in attempt(
+        "badpkl", cfg, lambda o: (o / "state" / "custom_checkpoint_0.pkl").write_bytes(b"garbage"))
+    assert "not valid JSON" in attempt("badjson", cfg, lambda o: (o / "adapter_config.json").write_text("{"))
