@@ -183,6 +183,18 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
                    f"alpha_own [{alpha}]; checkpoint {out}")
 
 
+def interrupted(out: Path) -> None:
+    """Ctrl-C / SIGINT during training: one line naming the checkpoint to --resume from, exit 130."""
+    try:
+        step = json.loads((out / "adapter_config.json").read_text()).get("step")
+    except (OSError, ValueError):
+        step = None
+    where = (f"last checkpoint: step {step} in {str(out)!r} (continue with --resume)" if step is not None
+             else "no checkpoint was written yet")
+    typer.echo(f"alter: interrupted; {where}", err=True)
+    raise typer.Exit(130)
+
+
 @app.command("train-stage1")
 def train_stage1(
     config: Path = typer.Argument(..., help="YAML config (see configs/alter/)."),
@@ -201,6 +213,8 @@ def train_stage1(
         run_stage(cfg, 1, out, resume, overwrite)
     except user_errors() as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        interrupted(out)
 
 
 @app.command("version")

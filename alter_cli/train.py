@@ -22,8 +22,11 @@ import math
 import os
 import pickle
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +176,23 @@ def write_adapter(directory: Path, model: Any, meta: dict[str, Any], backbone_na
                   str(directory / BACKBONE_WEIGHTS), metadata={"format": "pt"})
         meta = {**meta, "backbone_weights": BACKBONE_WEIGHTS}
     (directory / ADAPTER_CONFIG).write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
+
+
+@contextmanager
+def _defer_sigint() -> Iterator[None]:
+    """Hold Ctrl-C / SIGINT back while the checkpoint folder is being swapped (a few renames), then
+    deliver it: an interruption there would leave state/ renamed away and nothing to --resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _swap_into(tmp: Path, out_dir: Path) -> None:
@@ -410,11 +430,17 @@ def run_training(
         if accelerator.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp / STATE_DIR))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            write_adapter(tmp, raw, checkpoint_meta(bundle, stage, step, cfg.data), backbone_names)
-            _swap_into(tmp, out_dir)
+        try:
+            accelerator.save_state(str(tmp / STATE_DIR))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                write_adapter(tmp, raw, checkpoint_meta(bundle, stage, step, cfg.data), backbone_names)
+                with _defer_sigint():
+                    _swap_into(tmp, out_dir)
+        except BaseException:  # interrupted or failed while writing: leave no half-written folder behind
+            if accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         accelerator.wait_for_everyone()
 
     if resume:

@@ -76,3 +76,39 @@ def test_resume_refuses_other_config_and_corrupt_state(tiny_llama_dir, synthetic
     assert "corrupt accelerate state" in attempt(
         "badpkl", cfg, lambda o: (o / "state" / "custom_checkpoint_0.pkl").write_bytes(b"garbage"))
     assert "not valid JSON" in attempt("badjson", cfg, lambda o: (o / "adapter_config.json").write_text("{"))
+
+
+def test_sigint_during_checkpoint_swap_is_delivered_after_it():
+    import os
+    import signal
+
+    from alter_cli.train import _defer_sigint
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _defer_sigint():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("swap finished")
+    assert done == ["swap finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupted_training_names_the_checkpoint_to_resume(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from alter_cli import cli
+
+    def boom(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_stage", boom)
+    monkeypatch.setattr(cli, "quiet_libraries", lambda: None)
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "alter" / "stage1.yaml"
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli.app, ["train-stage1", str(cfg), "--out", str(out)])
+    assert res.exit_code == 130 and "no checkpoint was written yet" in res.stderr
+    out.mkdir()
+    (out / "adapter_config.json").write_text('{"step": 12}')
+    res = CliRunner().invoke(cli.app, ["train-stage1", str(cfg), "--out", str(out)])
+    assert res.exit_code == 130
+    assert res.stderr.strip() == f"alter: interrupted; last checkpoint: step 12 in {str(out)!r} (continue with --resume)"
