@@ -112,3 +112,35 @@ def test_interrupted_training_names_the_checkpoint_to_resume(monkeypatch, tmp_pa
     res = CliRunner().invoke(cli.app, ["train-stage1", str(cfg), "--out", str(out)])
     assert res.exit_code == 130
     assert res.stderr.strip() == f"alter: interrupted; last checkpoint: step 12 in {str(out)!r} (continue with --resume)"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.max_steps=true", "config: train.max_steps: expected a number, got true"),
+    ("mta.temperature=false", "config: mta.temperature: expected a number, got false"),
+    ("mta.task_to_experts={nope: [0]}", "config: mta.task_to_experts names unknown task 'nope'"),
+])
+def test_config_messages_booleans_and_root_errors(override, message):
+    """`max_steps: true` used to run 1 step (pydantic lax bool -> int); root errors read
+    'config: <root>: Value error, ...'."""
+    from alter_cli.config import ConfigError, resolve_config
+
+    text = (Path(__file__).resolve().parents[2] / "configs" / "alter" / "stage1.yaml").read_text()
+    with pytest.raises(ConfigError) as err:
+        resolve_config(text, "c.yaml", [override])
+    assert str(err.value) == f"c.yaml: {message}"
+
+
+def test_empty_layer_list_is_named():
+    """mta.layers: [] used to end in 'no trainable parameters' after loading everything."""
+    from alter_cli.config import MTAConfig
+    from alter_cli.inject import InjectError, attach_mta
+    from alter_cli.sources.synthetic import task_configs
+
+    from .conftest import make_model
+
+    registry = TaskRegistry.from_config(AlterConfig.model_validate({"tasks": task_configs()}).tasks)
+    with pytest.raises(InjectError, match=r"mta: the layer lists \(layers\) select no block"):
+        attach_mta(make_model("llama"), MTAConfig(layers=[]), registry)
+    with pytest.raises(InjectError, match="select no block"):
+        attach_mta(make_model("t5"), MTAConfig(encoder_layers=[], decoder_layers=[]), registry)
+    assert len(attach_mta(make_model("t5"), MTAConfig(encoder_layers=[], rank=4), registry)) == 1
