@@ -9,6 +9,7 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,10 @@ def fail(message: str) -> None:
 
 
 def read_text(path: Path, what: str) -> str:
-    """Read a user file; missing/unreadable -> one-line error, exit 2."""
+    """Read a user file (UTF-8, a leading byte-order mark is dropped); missing/unreadable -> one-line
+    error, exit 2."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         fail(f"{what} {str(path)!r}: file not found")
     except IsADirectoryError:
@@ -72,11 +74,25 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
+RUN_MARKERS = ("adapter_config.json", "state", "resolved_config.yaml")
+
+
 def prepare_out_dir(out: Path, resume: bool, overwrite: bool, state: Any) -> None:
-    """Refuse an existing output folder unless --resume / --overwrite (removed by the main process)."""
+    """Refuse an existing output folder unless --resume / --overwrite (removed by the main process).
+    --overwrite only removes a folder that holds an earlier run (never e.g. `--out .` or a home folder);
+    a folder that cannot be created is refused here, before any training."""
     exists = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if exists and not (resume or overwrite):
         fail(f"output folder {str(out)!r} exists (use --overwrite to replace it or --resume to continue)")
+    if exists and overwrite and not resume and (not out.is_dir() or not any((out / m).exists() for m in RUN_MARKERS)):
+        fail(f"--overwrite: {str(out)!r} does not hold an alter run (no {RUN_MARKERS[0]}); not deleting it")
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(prefix=f".{out.name}.probe-", dir=parent).cleanup()
+    except OSError as exc:
+        fail(f"output folder {str(out)!r}: cannot write in {str(parent)!r} "
+             f"({exc.strerror or exc.__class__.__name__})")
     if resume and not (out / "state").is_dir():
         fail(f"--resume: {str(out)!r} holds no checkpoint state")
     if overwrite and not resume and exists and state.is_main_process:

@@ -144,3 +144,51 @@ def test_empty_layer_list_is_named():
     with pytest.raises(InjectError, match="select no block"):
         attach_mta(make_model("t5"), MTAConfig(encoder_layers=[], decoder_layers=[]), registry)
     assert len(attach_mta(make_model("t5"), MTAConfig(encoder_layers=[], rank=4), registry)) == 1
+
+
+def test_overwrite_keeps_folders_that_are_not_runs_and_unwritable_out_is_refused_early(tmp_path):
+    """`--out . --overwrite` used to delete the current folder; an --out under a file failed with a
+    traceback at the first checkpoint, after the training."""
+    from typer.testing import CliRunner
+
+    from alter_cli.cli import app
+
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "alter" / "stage1.yaml"
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    runner = CliRunner()
+    res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(precious), "--overwrite"])
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        f"alter: error: --overwrite: {str(precious)!r} does not hold an alter run (no adapter_config.json); "
+        "not deleting it")
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(blocker / "run")])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert f"cannot write in {str(blocker)!r}" in res.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "resolved_config.yaml").write_text("old")
+    from alter_cli.cli import prepare_out_dir
+
+    class _Main:
+        is_main_process = True
+
+        def wait_for_everyone(self):
+            pass
+
+    prepare_out_dir(run, resume=False, overwrite=True, state=_Main())
+    assert not run.exists()  # an earlier run is still replaced
+
+
+def test_data_file_with_byte_order_mark(tmp_path):
+    """JSONL saved with a UTF-8 BOM (spreadsheet exports) used to fail as 'malformed JSON' on line 1."""
+    from alter_cli.cli import read_text
+    from alter_cli.sources.synthetic import make_jsonl, task_configs
+
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + make_jsonl(4, seed=3).encode())
+    registry = TaskRegistry.from_config(AlterConfig.model_validate({"tasks": task_configs()}).tasks)
+    assert len(parse_jsonl(read_text(p, "data.train"), str(p), registry)) == 4 * len(registry)
