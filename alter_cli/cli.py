@@ -150,8 +150,8 @@ def write_run_files(out: Path, cfg: Any, records: list[dict[str, Any]], extra: d
     """resolved_config.yaml, provenance.json and train_log.jsonl next to the checkpoint (tmp + rename).
     A resumed run keeps the earlier log records of the steps before it."""
     log = out / "train_log.jsonl"
-    if records and log.is_file():
-        first = records[0]["step"]
+    if log.is_file():  # a resumed run that had nothing left to do keeps the whole earlier log
+        first = records[0]["step"] if records else float("inf")
         old = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
         records = [r for r in old if r.get("step", 0) < first] + records
     files = {

@@ -192,3 +192,21 @@ def test_data_file_with_byte_order_mark(tmp_path):
     p.write_bytes(b"\xef\xbb\xbf" + make_jsonl(4, seed=3).encode())
     registry = TaskRegistry.from_config(AlterConfig.model_validate({"tasks": task_configs()}).tasks)
     assert len(parse_jsonl(read_text(p, "data.train"), str(p), registry)) == 4 * len(registry)
+
+
+def test_resuming_a_finished_run_keeps_its_log(tmp_path):
+    """write_run_files used to replace train_log.jsonl by an empty file when a resumed run had no
+    step left (records == [])."""
+    import json
+
+    from alter_cli.cli import write_run_files
+    from alter_cli.sources.synthetic import task_configs
+
+    cfg = AlterConfig.model_validate({"tasks": task_configs()})
+    old = [{"step": 4, "loss": 2.0}, {"step": 8, "loss": 1.5}]
+    write_run_files(tmp_path, cfg, old, {"stage": 1})
+    write_run_files(tmp_path, cfg, [], {"stage": 1})
+    assert [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()] == old
+    write_run_files(tmp_path, cfg, [{"step": 8, "loss": 1.25}, {"step": 12, "loss": 1.0}], {"stage": 1})
+    steps = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [old[0], {"step": 8, "loss": 1.25}, {"step": 12, "loss": 1.0}]
