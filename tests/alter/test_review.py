@@ -210,3 +210,19 @@ def test_resuming_a_finished_run_keeps_its_log(tmp_path):
     write_run_files(tmp_path, cfg, [{"step": 8, "loss": 1.25}, {"step": 12, "loss": 1.0}], {"stage": 1})
     steps = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert steps == [old[0], {"step": 8, "loss": 1.25}, {"step": 12, "loss": 1.0}]
+
+
+def test_chat_prompt_format_without_template_or_with_t5_is_a_data_error():
+    """prompt_format: chat with a tokenizer lacking a chat template ended in a ValueError traceback;
+    with T5 it was silently ignored."""
+    from alter_cli.data import DataError, prompt_ids
+
+    from .conftest import make_tokenizer
+
+    plain = make_tokenizer("causal")
+    plain.chat_template = None
+    with pytest.raises(DataError, match="no chat template"):
+        prompt_ids(plain, "abc", False, "chat")
+    assert prompt_ids(plain, "abc", False, "auto") == prompt_ids(plain, "abc", False, "plain")
+    with pytest.raises(DataError, match="T5"):
+        prompt_ids(make_tokenizer("seq2seq"), "abc", True, "chat")
