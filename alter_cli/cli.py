@@ -345,6 +345,8 @@ def train_stage2(
             wiring.close()
     except user_errors() as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        interrupted(out)
 
 
 def _eval_config(config: Path | None, set_: list[str], flags: dict[str, Any]) -> Any:
