@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from . import __version__
-from .config import AlterConfig, ConfigError, dump_config, relative_to, resolve_config
+from .config import AlterConfig, ConfigError, dump_config, parse_set, relative_to, resolve_config
 from .data import DataError, UnknownTaskError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ALTER: Mixture-of-Task-Adapters on small LMs.")
@@ -51,14 +51,24 @@ def read_text(path: Path, what: str) -> str:
     return ""
 
 
+def path_base(config: Path, overrides: list[str], key: str) -> Path:
+    """Folder a relative path of config key `key` is read from: the current folder when it was given
+    by `--set key=...` on the command line, else the config file's folder."""
+    node: Any = parse_set(overrides)
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return Path.cwd() if node is not None else config.resolve().parent
+
+
 def load_config(config: Path, overrides: list[str], model_cls: type = AlterConfig) -> Any:
-    """Resolve defaults < YAML < --set; data paths are resolved relative to the config file."""
+    """Resolve defaults < YAML < --set; relative paths from the YAML are read from the config file's
+    folder, those given by --set from the current folder."""
     cfg = resolve_config(read_text(config, "config"), str(config), overrides, model_cls)
-    base = config.resolve().parent
     if getattr(cfg, "data", None) is not None:
-        cfg.data.train = relative_to(cfg.data.train, base)
-        cfg.data.eval = relative_to(cfg.data.eval, base)
+        cfg.data.train = relative_to(cfg.data.train, path_base(config, overrides, "data.train"))
+        cfg.data.eval = relative_to(cfg.data.eval, path_base(config, overrides, "data.eval"))
     model = getattr(cfg, "model", None)
+    base = path_base(config, overrides, "model.name")
     if model is not None and not Path(model.name).is_absolute() and (base / model.name).exists():
         model.name = str(base / model.name)
     return cfg
@@ -329,7 +339,7 @@ def train_stage2(
     try:
         cfg = load_config(config, set_ + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
                           + ([f"train.seed={seed}"] if seed is not None else []), Stage2Config)
-        cfg.stage1 = relative_to(cfg.stage1, config.resolve().parent)
+        cfg.stage1 = relative_to(cfg.stage1, path_base(config, set_, "stage1"))
         quiet_libraries()
         from .data import TaskRegistry
         from .stage2 import Stage2Wiring
@@ -355,8 +365,8 @@ def _eval_config(config: Path | None, set_: list[str], flags: dict[str, Any]) ->
 
     if config is not None:
         cfg = load_config(config, set_, EvalConfig)
-        base = config.resolve().parent
-        cfg.checkpoint = relative_to(cfg.checkpoint, base)
+        cfg.checkpoint = relative_to(cfg.checkpoint, path_base(config, set_, "checkpoint"))
+        base = path_base(config, set_, "compare")
         cfg.compare = [c if c == "zero-shot" else relative_to(c, base) for c in cfg.compare]
     else:
         cfg = resolve_config(None, "alter eval", set_, EvalConfig)

@@ -226,3 +226,20 @@ def test_chat_prompt_format_without_template_or_with_t5_is_a_data_error():
     assert prompt_ids(plain, "abc", False, "auto") == prompt_ids(plain, "abc", False, "plain")
     with pytest.raises(DataError, match="T5"):
         prompt_ids(make_tokenizer("seq2seq"), "abc", True, "chat")
+
+
+def test_set_paths_are_read_from_the_current_folder(tmp_path, monkeypatch):
+    """`--set data.train=mine.jsonl` used to be read from the config file's folder, not from where
+    the user typed it; paths written in the YAML still are."""
+    from alter_cli.cli import load_config
+
+    cfg_dir = tmp_path / "configs"
+    cfg_dir.mkdir()
+    (cfg_dir / "c.yaml").write_text("tasks: [{name: copy, kind: generate}]\ndata: {train: in_yaml.jsonl}\n")
+    work = tmp_path / "work"
+    (work / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    cfg = load_config(cfg_dir / "c.yaml", ["data.eval=mine.jsonl", "model.name=tiny"])
+    assert cfg.data.train == str(cfg_dir / "in_yaml.jsonl")
+    assert cfg.data.eval == str(work / "mine.jsonl")
+    assert cfg.model.name == str(work / "tiny")
