@@ -178,6 +178,21 @@ def write_adapter(directory: Path, model: Any, meta: dict[str, Any], backbone_na
     (directory / ADAPTER_CONFIG).write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(directory: Path) -> None:
+    """safetensors writes its files 0600 (through a temporary file): give every file of a checkpoint
+    the mode a normal file gets (0666 minus the umask), so a shared checkpoint can be read by others."""
+    mode = 0o666 & ~_umask()
+    for f in directory.rglob("*"):
+        if f.is_file():
+            os.chmod(f, mode)
+
+
 @contextmanager
 def _defer_sigint() -> Iterator[None]:
     """Hold Ctrl-C / SIGINT back while the checkpoint folder is being swapped (a few renames), then
@@ -450,6 +465,7 @@ def run_training(
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 write_adapter(tmp, raw, checkpoint_meta(bundle, stage, step, cfg.data), backbone_names)
+                _honour_umask(tmp)
                 with _defer_sigint():
                     _swap_into(tmp, out_dir)
         except BaseException:  # interrupted or failed while writing: leave no half-written folder behind

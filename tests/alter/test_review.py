@@ -40,6 +40,13 @@ def test_trained_backbone_is_saved_reloaded_and_resumed(tiny_llama_dir, syntheti
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(trained[name], base[name])  # the backbone did train
     assert (out / BACKBONE_WEIGHTS).is_file()
+    # safetensors writes 0600; checkpoint files get the mode of a normal file (shared checkpoints)
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for f in ("adapter_model.safetensors", BACKBONE_WEIGHTS, "state/model.safetensors"):
+        assert (out / f).stat().st_mode & 0o777 == 0o666 & ~mask, f
     reloaded = load_checkpoint(out).model.state_dict()
     assert reloaded.keys() == trained.keys()
     for k in trained:
