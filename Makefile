@@ -56,6 +56,10 @@ demo-moire: install
 
 demo-alter: install-demo
 	@echo "== alter demo (outputs under $(OUT)/alter)"
+	$(VENV)/bin/alter train-stage1 configs/alter/stage1.yaml --out $(OUT)/alter/stage1 --set train.max_steps=30 --set train.save_every=0 --overwrite
+	$(VENV)/bin/alter train-stage2 configs/alter/stage2.yaml --set stage1=$(abspath $(OUT))/alter/stage1 --out $(OUT)/alter/stage2 --set train.max_steps=30 --set train.save_every=0 --overwrite
+	$(VENV)/bin/alter eval configs/alter/eval.yaml --set checkpoint=$(abspath $(OUT))/alter/stage2 --set "compare=[$(abspath $(OUT))/alter/stage1, zero-shot]" --out $(OUT)/alter/eval --overwrite
+	printf 'abcde\nbbaec\n' | $(VENV)/bin/alter predict $(OUT)/alter/stage2 --task reverse
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -128,6 +128,19 @@ class TrainConfig(_Strict):
     tune_selector: bool = False
 
 
+class GenerateConfig(_Strict):
+    """Generation for evaluation (`alter eval`, `alter predict`, the evaluation after training).
+
+    label_match: how a generated text is matched to a classify/nli label set after normalisation
+    (case, whitespace, punctuation): `exact`, or `prefix` (the text may run on after the label).
+    """
+
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    num_beams: int = Field(1, ge=1)
+    label_match: Literal["prefix", "exact"] = "prefix"
+
+
 class AlterConfig(_Strict):
     """The config of `alter train-stage1` (and the base of stage 2)."""
 
@@ -136,6 +149,7 @@ class AlterConfig(_Strict):
     data: DataConfig = DataConfig()
     mta: MTAConfig = MTAConfig()
     train: TrainConfig = TrainConfig()
+    generation: GenerateConfig = GenerateConfig()
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> AlterConfig:
@@ -146,6 +160,70 @@ class AlterConfig(_Strict):
         unknown = sorted(set(self.mta.task_to_experts or {}) - set(names))
         if unknown:
             raise ValueError(f"mta.task_to_experts names unknown task {unknown[0]!r}")
+        return self
+
+
+class Stage2MTAConfig(_Strict):
+    """Stage 2 of MTA (spec section 1): M shared experts and the gate network, added to every MTA layer
+    of the stage-1 checkpoint (the task experts, selector and layer placement come from it).
+
+    gate: `token` (a gate per token, default) or `pooled` (one gate per sample).
+    gate_init_bias: initial gate logit of the task path o₀ (the others start at 0, W₂ at zero), so
+    g₀ = e^b / (e^b + M) at start; a large value (≥ 20 in float32) starts exactly on the task path
+    (the stage-1 model) but leaves the shared experts almost no gradient.
+    gate_regularizer: `none` (default), `load_balancing` (w·(M+1)·Σ_j ḡ_j², ḡ = mean gate weight over
+    the batch's tokens, minimal for equal use; Fedus et al. 2021, arXiv:2101.03961 eq. 4 for dense
+    weights) or `entropy` (−w·mean per-token entropy of g, against collapse onto one path).
+    """
+
+    num_shared_experts: int = Field(2, ge=1)
+    gate: Literal["token", "pooled"] = "token"
+    gate_hidden: int = Field(64, ge=1)
+    gate_init_bias: float = 2.0
+    gate_regularizer: Literal["none", "load_balancing", "entropy"] = "none"
+    gate_regularizer_weight: float = Field(0.01, ge=0)
+
+
+class Stage2Config(_Strict):
+    """The config of `alter train-stage2`: the stage-1 checkpoint to start from (its base model, task
+    registry and MTA layers), data, stage-2 MTA options and the training loop."""
+
+    stage1: str = Field(min_length=1)
+    data: DataConfig = DataConfig()
+    mta: Stage2MTAConfig = Stage2MTAConfig()
+    train: TrainConfig = TrainConfig()
+    generation: GenerateConfig = GenerateConfig()
+
+    @model_validator(mode="after")
+    def _backbone_frozen(self) -> Stage2Config:
+        if self.train.unfreeze_backbone:
+            raise ValueError("train.unfreeze_backbone: stage 2 keeps the backbone frozen")
+        return self
+
+
+class EvalConfig(_Strict):
+    """The config of `alter eval`: what to score (a checkpoint, more checkpoints to compare, the bare
+    base model), on which JSONL set, with which generation settings.
+
+    model / tasks: the base model and task registry of a zero-shot run (default: those of the first
+    checkpoint). data.prompt_format / max_length default to the values a checkpoint was trained with.
+    """
+
+    checkpoint: str | None = None
+    compare: list[str] = []
+    zero_shot: bool = False
+    model: ModelConfig | None = None
+    tasks: list[TaskConfig] | None = None
+    data: DataConfig = DataConfig()
+    generation: GenerateConfig = GenerateConfig()
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> EvalConfig:
+        if self.tasks is not None:
+            names = [t.name for t in self.tasks]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"task name {dup[0]!r} declared twice")
         return self
 
 

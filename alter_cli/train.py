@@ -195,6 +195,18 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The adapter_config.json of a checkpoint folder, checked (format version, task registry),
+    without loading any model. Raises CheckpointError."""
+    path = Path(path)
+    meta = _read_meta(path)
+    try:
+        TaskRegistry.from_dict(meta["registry"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: malformed task registry ({exc.__class__.__name__})") from None
+    return meta
+
+
 def load_mta_weights(model: Any, weights_file: Path) -> None:
     """Load MTA weights into a model whose MTA layers are attached; CheckpointError on key/shape mismatch."""
     from safetensors import SafetensorError
@@ -262,6 +274,7 @@ def run_training(
     setup_model: Callable[[Any], ModelBundle] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     stop_after: int | None = None,
+    extra_loss: Callable[[dict[str, Any]], torch.Tensor | None] | None = None,
 ) -> TrainResult:
     """Train MTA parameters of `stage` with accelerate; write the checkpoint into `out_dir`.
 
@@ -272,6 +285,8 @@ def run_training(
     on_step(record): called on the main process after every optimizer step; record has step,
     max_steps, loss (mean of the last log window when record["log"]), lr, alpha (per task), gate stats.
     stop_after: stop (with a checkpoint) after this many optimizer steps (time-limited jobs, tests).
+    extra_loss(batch): called after each micro-batch forward (inside the task context); a returned
+    tensor is added to the loss (stage 2: the gate regulariser, see `stage2.GateMonitor`).
     Raises TrainingError / CheckpointError / ModelLoadError / data errors with one-line messages.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -367,6 +382,8 @@ def run_training(
         with accelerator.accumulate(model):
             with task_context(raw, task_ids):
                 loss = model(**batch).loss
+                if extra_loss is not None and (extra := extra_loss(batch)) is not None:
+                    loss = loss + extra
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(params, tc.max_grad_norm)

@@ -1,0 +1,539 @@
+"""Evaluation of multi-task learners: batched generation and per-task metrics.
+
+Spec: ``shared/spec/alter.md`` section 4 (evaluation). Pure core: nothing here reads or writes files,
+prints, or exits; the CLI layer does the I/O.
+
+Metrics per task kind
+- ``classify`` and ``nli`` (closed label sets): the generated text is normalised (Unicode NFKC,
+  case-folded, punctuation removed, whitespace collapsed) and matched to the task's label set;
+  a prediction that matches no label is counted as wrong and reported (``n_unmatched``).
+  Reported: ``accuracy`` and ``macro_f1``.
+- ``generate`` (free text): ROUGE-L F-measure (Lin 2004, "ROUGE: A Package for Automatic Evaluation
+  of Summaries", longest common subsequence) computed by the ``rouge-score`` package, word-level
+  for English and character-level for CJK text (see :class:`RougeTokenizer`).
+
+Each task gets one ``score`` (accuracy for classify/nli, ROUGE-L for generate, all in [0, 1]); the
+``macro average`` is the unweighted mean of the task scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .data import TaskSpec
+
+if TYPE_CHECKING:
+    import torch
+
+TASK_KINDS = ("classify", "nli", "generate")
+LABEL_KINDS = ("classify", "nli")
+
+# --------------------------------------------------------------------------------------------------
+# Text normalisation and label matching
+# --------------------------------------------------------------------------------------------------
+
+# CJK Unified Ideographs (+ extension A, compatibility ideographs), Hiragana, Katakana, Hangul syllables.
+_CJK_RANGES = (
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xAC00, 0xD7AF),  # Hangul syllables
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0x20000, 0x2FA1F),  # CJK extensions B-F, compatibility supplement
+)
+_CJK_CLASS = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _CJK_RANGES)
+_CJK_RE = re.compile(f"[{_CJK_CLASS}]")
+# One ROUGE token: a run of lower-case latin letters/digits, or one CJK character.
+_ROUGE_TOKEN_RE = re.compile(f"[a-z0-9]+|[{_CJK_CLASS}]")
+_SPACES_RE = re.compile(r"\s+")
+
+
+def is_cjk(text: str) -> bool:
+    """True when ``text`` holds at least one CJK character (Han, kana or Hangul)."""
+    return _CJK_RE.search(text) is not None
+
+
+def normalize_text(text: str) -> str:
+    """Normalise a prediction or label for matching.
+
+    NFKC (full-width forms -> ASCII), case-folding, every Unicode punctuation or symbol character
+    (categories P* and S*) replaced by a space, whitespace collapsed and stripped.
+    ``"  Sport!\\n"`` -> ``"sport"``; ``"蕴含。"`` -> ``"蕴含"``.
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(" " if unicodedata.category(ch)[0] in "PS" else ch for ch in text)
+    return _SPACES_RE.sub(" ", text).strip()
+
+
+def match_label(prediction: str, labels: Sequence[str], *, allow_prefix: bool = True) -> str | None:
+    """Map a generated text onto a task's label set.
+
+    Exact match of the normalised texts first. With ``allow_prefix`` (default) a prediction that
+    *starts* with a normalised label followed by a word boundary (end, a space, or a CJK character
+    on either side) also matches, the longest such label winning; generation often runs on past the
+    label ("sport. The article ..."). Returns the label as written in ``labels``, or None when no
+    label matches (the prediction then counts as wrong).
+    """
+    norm = normalize_text(prediction)
+    normalized_labels = [(normalize_text(label), label) for label in labels]
+    for norm_label, label in normalized_labels:
+        if norm == norm_label:
+            return label
+    if not allow_prefix:
+        return None
+    best: tuple[int, str] | None = None
+    for norm_label, label in normalized_labels:
+        if not norm_label or not norm.startswith(norm_label):
+            continue
+        nxt = norm[len(norm_label)]
+        if nxt == " " or is_cjk(nxt) or is_cjk(norm_label[-1]):
+            if best is None or len(norm_label) > best[0]:
+                best = (len(norm_label), label)
+    return None if best is None else best[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def classification_metrics(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    labels: Sequence[str],
+    *,
+    allow_prefix: bool = True,
+) -> dict:
+    """Accuracy and macro-F1 of generated texts against reference labels of a closed label set.
+
+    Args:
+        predictions: N generated texts (raw; normalised and matched here, see :func:`match_label`).
+        references: N reference labels; each must be in ``labels`` after normalisation.
+        labels: the task's label set.
+
+    Returns:
+        dict with ``n``, ``accuracy`` (fraction of predictions whose matched label is the reference),
+        ``macro_f1`` (mean over the labels present in the references or the matched predictions of
+        F1_l = 2 TP_l / (2 TP_l + FP_l + FN_l); an unmatched prediction is a false negative of its
+        reference label and a false positive of none), ``n_unmatched`` and ``unmatched`` (the first
+        10 unmatched predictions, verbatim), ``matched`` (N matched labels or None).
+
+    Raises:
+        ValueError: empty input, length mismatch, empty label set, or a reference outside the set.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        raise ValueError("no predictions to score")
+    if not labels:
+        raise ValueError("empty label set")
+    index = {label: i for i, label in enumerate(labels)}
+    ref_ids = np.empty(len(references), dtype=np.int64)
+    for i, ref in enumerate(references):
+        label = match_label(ref, labels, allow_prefix=False)
+        if label is None:
+            raise ValueError(f"reference {ref!r} is not in the label set {list(labels)}")
+        ref_ids[i] = index[label]
+    matched = [match_label(p, labels, allow_prefix=allow_prefix) for p in predictions]
+    # Unmatched predictions get the id L (one past the label set): wrong for every reference.
+    n_labels = len(labels)
+    pred_ids = np.array([n_labels if m is None else index[m] for m in matched], dtype=np.int64)
+    confusion = np.zeros((n_labels + 1, n_labels + 1), dtype=np.int64)
+    np.add.at(confusion, (ref_ids, pred_ids), 1)
+    tp = np.diag(confusion)[:n_labels]
+    fn = confusion[:n_labels].sum(axis=1) - tp
+    fp = confusion[:, :n_labels].sum(axis=0) - tp
+    present = (tp + fn + fp) > 0
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(n_labels), where=present)
+    unmatched = [p for p, m in zip(predictions, matched, strict=True) if m is None]
+    return {
+        "n": len(predictions),
+        "accuracy": float(tp.sum() / len(predictions)),
+        "macro_f1": float(f1[present].mean()),
+        "n_unmatched": len(unmatched),
+        "unmatched": unmatched[:10],
+        "matched": matched,
+    }
+
+
+class RougeTokenizer:
+    """Tokenizer for ``rouge_score.rouge_scorer.RougeScorer``: words for English, characters for CJK.
+
+    Lower-cases the text, then takes as tokens the runs of ``[a-z0-9]`` (identical to rouge-score's
+    default tokenizer on English text) and every CJK character on its own (rouge-score's default
+    drops non-ASCII characters, which would score all Chinese text as empty). Punctuation and
+    whitespace are dropped.
+    """
+
+    def tokenize(self, text: str) -> list[str]:
+        return _ROUGE_TOKEN_RE.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """ROUGE-L F-measure of each prediction against its reference, shape (N,), values in [0, 1].
+
+    Computed by ``rouge-score`` (``rougeL``: LCS over the whole text) with :class:`RougeTokenizer`.
+
+    Raises:
+        ValueError: length mismatch.
+    """
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=RougeTokenizer())
+    return np.array(
+        [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)],
+        dtype=np.float64,
+    )
+
+
+@dataclass
+class EvalReport:
+    """Per-task metrics and their macro average.
+
+    ``tasks`` maps task name -> metrics dict: ``kind``, ``n``, ``score`` and, per kind,
+    ``accuracy``/``macro_f1``/``n_unmatched``/``unmatched`` (classify, nli) or ``rouge_l`` (generate).
+    ``macro_average`` is the mean of the task scores; ``per_sample`` holds, in input order, each
+    sample's score (1/0 for classify/nli, ROUGE-L for generate) and matched label (or None).
+    """
+
+    tasks: dict[str, dict]
+    macro_average: float
+    per_sample: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"macro_average": self.macro_average, "tasks": self.tasks}
+
+    def rows(self) -> list[dict]:
+        """One flat row per task plus a final ``macro_average`` row (for CSV and tables)."""
+        columns = ("task", "kind", "n", "score", "accuracy", "macro_f1", "rouge_l", "n_unmatched")
+        rows = [{c: ({"task": name} | m).get(c, "") for c in columns} for name, m in self.tasks.items()]
+        rows.append({c: "" for c in columns} | {"task": "macro_average", "score": self.macro_average})
+        return rows
+
+
+def compute_metrics(
+    tasks: Sequence[TaskSpec],
+    task_names: Sequence[str],
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    allow_prefix: bool = True,
+) -> EvalReport:
+    """Score N predictions grouped by task and average the task scores.
+
+    Args:
+        tasks: the task specs (name, kind, labels), e.g. ``TaskRegistry.tasks``.
+        task_names: (N,) task of each sample.
+        predictions: (N,) generated texts.
+        references: (N,) targets.
+
+    Returns:
+        :class:`EvalReport`; tasks appear in the order of ``tasks`` (registry order), those without
+        samples omitted.
+
+    Raises:
+        ValueError: length mismatch, a sample of an unknown task, an unknown task kind, a reference
+        outside its task's label set, or no samples at all.
+    """
+    n = len(task_names)
+    if not (len(predictions) == n == len(references)):
+        raise ValueError(
+            f"length mismatch: {n} task names, {len(predictions)} predictions, {len(references)} references"
+        )
+    if n == 0:
+        raise ValueError("no samples to score")
+    known = [spec.name for spec in tasks]
+    unknown = sorted(set(task_names) - set(known))
+    if unknown:
+        raise ValueError(f"samples of unknown task(s) {unknown}; known: {known}")
+    per_sample: list[dict] = [{} for _ in range(n)]
+    results: dict[str, dict] = {}
+    for spec in tasks:
+        name = spec.name
+        idx = [i for i, t in enumerate(task_names) if t == name]
+        if not idx:
+            continue
+        preds = [predictions[i] for i in idx]
+        refs = [references[i] for i in idx]
+        if spec.kind in LABEL_KINDS:
+            m = classification_metrics(preds, refs, spec.labels or (), allow_prefix=allow_prefix)
+            matched = m.pop("matched")
+            for i, label, ref in zip(idx, matched, refs, strict=True):
+                per_sample[i] = {"matched_label": label, "score": float(label is not None and
+                                                                       normalize_text(label) == normalize_text(ref))}
+            results[name] = {"kind": spec.kind, "n": m["n"], "score": m["accuracy"]} | m
+        elif spec.kind == "generate":
+            scores = rouge_l(preds, refs)
+            for i, s in zip(idx, scores, strict=True):
+                per_sample[i] = {"score": float(s)}
+            results[name] = {"kind": spec.kind, "n": len(idx), "score": float(scores.mean()),
+                             "rouge_l": float(scores.mean())}
+        else:
+            raise ValueError(f"task {name!r}: unknown kind {spec.kind!r}; expected one of {TASK_KINDS}")
+    macro = float(np.mean([m["score"] for m in results.values()]))
+    return EvalReport(tasks=results, macro_average=macro, per_sample=per_sample)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batched generation
+# --------------------------------------------------------------------------------------------------
+
+TaskContext = Callable[..., contextlib.AbstractContextManager]
+
+
+def default_task_context(model) -> TaskContext:
+    """``mta.task_context`` for a model with MTA layers; a no-op context for a bare base model
+    (zero-shot evaluation), which has no per-task routing."""
+    from .mta import mta_layers, task_context
+
+    if mta_layers(model):
+        return task_context
+    return lambda _model, _task_ids: contextlib.nullcontext()
+
+
+def pad_prompts(
+    prompts: Sequence[Sequence[int]], pad_token_id: int, *, left: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists into ``input_ids`` and ``attention_mask``, both LongTensor (B, L_max).
+
+    ``left=True`` for decoder-only models (generation continues at the right edge of every row),
+    ``left=False`` for encoder-decoder models.
+    """
+    import torch
+
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        sl = slice(width - len(p), width) if left else slice(0, len(p))
+        input_ids[row, sl] = torch.as_tensor(list(p), dtype=torch.long)
+        attention_mask[row, sl] = 1
+    return input_ids, attention_mask
+
+
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    task_ids: Sequence[int],
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    num_beams: int = 1,
+    task_context: TaskContext | None = None,
+    sort_by_length: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Generate a continuation for each prompt, in batches, with the KV cache.
+
+    Greedy decoding by default, beam search with ``num_beams > 1`` (HF ``generate`` expands each
+    sample into ``num_beams`` rows with ``repeat_interleave``; the MTA layers repeat the task ids the
+    same way). Prompts are padded on the left for decoder-only models and on the right for
+    encoder-decoder ones; with ``sort_by_length`` the prompts are batched by length (less padding)
+    and the outputs returned in input order. Only the newly generated tokens are decoded.
+
+    Args:
+        model: a Hugging Face causal or seq2seq LM (with or without MTA layers), in eval mode.
+        tokenizer: its tokenizer (for pad/eos ids and decoding).
+        prompts: N token-id lists (formatted prompts; the encoder input for seq2seq models).
+        task_ids: (N,) task id of each prompt, passed per batch as a LongTensor (B,) through
+            ``task_context(model, task_ids)`` (default: :func:`default_task_context`).
+        on_batch: called with the number of samples after each batch (progress bars).
+
+    Returns:
+        N decoded strings (special tokens skipped, surrounding whitespace stripped).
+
+    Raises:
+        ValueError: length mismatch, an empty prompt, or a non-positive batch size / beam count.
+    """
+    import torch
+
+    if len(prompts) != len(task_ids):
+        raise ValueError(f"{len(prompts)} prompts but {len(task_ids)} task ids")
+    if batch_size < 1 or num_beams < 1 or max_new_tokens < 1:
+        raise ValueError("batch_size, num_beams and max_new_tokens must be >= 1")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt")
+    context = task_context if task_context is not None else default_task_context(model)
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad token nor an eos token")
+
+    gen_config = copy.deepcopy(model.generation_config)
+    gen_config.update(
+        max_new_tokens=max_new_tokens, min_new_tokens=None, max_length=None, do_sample=False,
+        num_beams=num_beams, num_return_sequences=1, temperature=None, top_p=None, top_k=None,
+        pad_token_id=pad_id, eos_token_id=eos_id if eos_id is not None else gen_config.eos_token_id,
+        early_stopping=True if num_beams > 1 else gen_config.early_stopping, use_cache=True,
+    )
+
+    order = np.arange(len(prompts))
+    if sort_by_length:
+        order = np.argsort([-len(p) for p in prompts], kind="stable")
+    device = next(model.parameters()).device
+    outputs: list[str] = [""] * len(prompts)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, attention_mask = pad_prompts([prompts[i] for i in rows], pad_id, left=not encoder_decoder)
+            tids = torch.as_tensor([int(task_ids[i]) for i in rows], dtype=torch.long, device=device)
+            with context(model, tids):
+                generated = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                    generation_config=gen_config,
+                )
+            new_tokens = generated if encoder_decoder else generated[:, input_ids.shape[1] :]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text in zip(rows, texts, strict=True):
+                outputs[i] = text.strip()
+            if on_batch is not None:
+                on_batch(len(rows))
+    return outputs
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation of a data set (distributed) and prediction inputs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    """The report and, in input order, one record per sample: index, task, input, target,
+    prediction, score (and matched_label for classify/nli)."""
+
+    report: EvalReport
+    records: list[dict]
+
+
+def encode_prompts(
+    tokenizer, inputs: Sequence[str], is_seq2seq: bool, prompt_format: str = "auto", max_length: int = 512
+) -> list[list[int]]:
+    """Prompt token ids as in training (``data.prompt_ids``), truncated to ``max_length`` tokens
+    (from the left for causal LMs, keeping the end of the prompt; from the right for seq2seq)."""
+    from .data import prompt_ids
+
+    out = []
+    for text in inputs:
+        ids = prompt_ids(tokenizer, text, is_seq2seq, prompt_format)
+        out.append(ids[:max_length] if is_seq2seq else ids[-max_length:])
+    return out
+
+
+def evaluate_examples(
+    model,
+    tokenizer,
+    registry,
+    examples: Sequence,
+    *,
+    is_seq2seq: bool,
+    prompt_format: str = "auto",
+    max_length: int = 512,
+    batch_size: int = 16,
+    max_new_tokens: int = 32,
+    num_beams: int = 1,
+    allow_prefix: bool = True,
+    accelerator=None,
+    task_context: TaskContext | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Generate for every example and score the predictions per task.
+
+    Examples (``data.Example``: input, target, task) are sorted by prompt length and cut into
+    batches of ``batch_size``; with an ``accelerate.Accelerator`` the batches are shared out over the
+    processes (``prepare_data_loader``) and the predictions collected with ``gather_for_metrics``
+    (which drops the samples repeated to even out the last batches), so every process returns the
+    same complete result. Without one, everything runs in this process.
+
+    Raises:
+        ValueError / data.UnknownTaskError: an example of a task outside ``registry``, a reference
+        outside its label set, an empty example list.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    if not examples:
+        raise ValueError("no examples to evaluate")
+    task_ids = [registry.id(ex.task) for ex in examples]
+    prompts = encode_prompts(tokenizer, [ex.input for ex in examples], is_seq2seq, prompt_format, max_length)
+    order = [int(i) for i in np.argsort([-len(p) for p in prompts], kind="stable")]
+    loader = DataLoader(torch.tensor(order), batch_size=batch_size, shuffle=False)
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader, device_placement=False)
+    predictions: dict[int, str] = {}
+    for index_batch in loader:
+        rows = [int(i) for i in index_batch]
+        texts = generate_texts(
+            model, tokenizer, [prompts[i] for i in rows], [task_ids[i] for i in rows], batch_size=len(rows),
+            max_new_tokens=max_new_tokens, num_beams=num_beams, task_context=task_context, sort_by_length=False,
+        )
+        pairs = list(zip(rows, texts, strict=True))
+        if accelerator is not None:
+            pairs = accelerator.gather_for_metrics(pairs, use_gather_object=True)
+        predictions.update((int(i), t) for i, t in pairs)
+        if on_batch is not None:
+            on_batch(len(pairs))
+    if len(predictions) != len(examples):
+        raise RuntimeError(f"gathered {len(predictions)} predictions for {len(examples)} examples")
+    preds = [predictions[i] for i in range(len(examples))]
+    report = compute_metrics(
+        registry.tasks, [ex.task for ex in examples], preds, [ex.target for ex in examples], allow_prefix=allow_prefix
+    )
+    records = [
+        {"index": i, "task": ex.task, "input": ex.input, "target": ex.target, "prediction": pred} | sample
+        for i, (ex, pred, sample) in enumerate(zip(examples, preds, report.per_sample, strict=True))
+    ]
+    return EvalResult(report, records)
+
+
+def parse_prediction_inputs(
+    text: str, source: str, registry, *, task: str | None = None, input_field: str = "input",
+    type_field: str = "type",
+) -> list[dict]:
+    """Inputs of ``alter predict``: JSON Lines objects with ``input`` and ``type`` (other fields are
+    kept and passed through), or, with ``task``, one plain-text input per non-empty line.
+
+    Returns one dict per input, each with ``input`` and ``type`` set (field names as given).
+    Raises data.DataError (``source:line:`` message) for a malformed line, a missing or non-string
+    field, no inputs at all; data.UnknownTaskError for an unknown task.
+    """
+    from .data import DataError, UnknownTaskError
+
+    if task is not None:
+        registry.id(task)
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if task is not None:
+            rows.append({input_field: line, type_field: task})
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{source}:{lineno}: malformed JSON ({exc.msg}); plain text needs --task") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        for key in (input_field, type_field):
+            if not isinstance(obj.get(key), str):
+                raise DataError(f"{source}:{lineno}: field {key!r} missing or not a string")
+        try:
+            registry.id(obj[type_field])
+        except UnknownTaskError as exc:
+            raise UnknownTaskError(f"{source}:{lineno}: {exc}") from None
+        rows.append(obj)
+    if not rows:
+        raise DataError(f"{source}: no inputs")
+    return rows

@@ -1,0 +1,161 @@
+"""alter evaluate: metrics on hand-made predictions, batched generation against one-at-a-time."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from alter_cli import evaluate as ev
+from alter_cli.data import TaskSpec
+
+from .conftest import make_model, make_tokenizer
+
+# ----------------------------------------------------------------------------------------- metrics
+
+
+def test_normalize_and_match_label():
+    assert ev.normalize_text("  Sport!\n") == "sport"
+    assert ev.normalize_text("ＳＰＯＲＴ") == "sport"  # full-width forms (NFKC)
+    assert ev.normalize_text("蕴含。") == "蕴含"
+    labels = ["sport", "tech", "not entailment", "entailment"]
+    assert ev.match_label("Sport.", labels) == "sport"
+    assert ev.match_label("sport. The match was ...", labels) == "sport"
+    assert ev.match_label("sports", labels) is None  # no word boundary after "sport"
+    assert ev.match_label("Not entailment!", labels) == "not entailment"
+    assert ev.match_label("sport. more", labels, allow_prefix=False) is None
+    assert ev.match_label("体育新闻", ["体育", "财经"]) == "体育"  # CJK: no spaces between words
+    assert ev.match_label("", labels) is None
+
+
+def test_classification_metrics_hand_computed():
+    labels = ["a", "b", "c"]
+    refs = ["a", "a", "b", "c"]
+    preds = ["A", "b", "B!", "xyz"]  # xyz matches no label: wrong, reported
+    m = ev.classification_metrics(preds, refs, labels)
+    # a: TP 1, FP 0, FN 1 -> F1 2/3; b: TP 1, FP 1, FN 0 -> 2/3; c: TP 0, FP 0, FN 1 -> 0.
+    assert m["accuracy"] == pytest.approx(2 / 4)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    assert m["n_unmatched"] == 1 and m["unmatched"] == ["xyz"]
+    assert m["matched"] == ["a", "b", "b", None]
+
+
+def test_macro_f1_ignores_labels_never_seen():
+    # Label "c" appears neither in references nor predictions: not part of the average.
+    m = ev.classification_metrics(["a", "a", "b"], ["a", "b", "b"], ["a", "b", "c"])
+    # a: TP1 FP1 FN0 -> 2/3; b: TP1 FP0 FN1 -> 2/3
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_classification_rejects_reference_outside_label_set():
+    with pytest.raises(ValueError, match="not in the label set"):
+        ev.classification_metrics(["a"], ["zzz"], ["a", "b"])
+
+
+def test_rouge_l_english_and_cjk_hand_computed():
+    # LCS("the cat sat on the mat", "the cat on mat") = 4: P = 4/4, R = 4/6, F = 2PR/(P+R) = 0.8
+    # CJK per character: LCS("今天天气很好", "今天很好") = 4 -> same 0.8; punctuation ignored.
+    scores = ev.rouge_l(
+        ["The cat on mat.", "今天，很好。", "完全不同", ""],
+        ["the cat sat on the mat", "今天天气很好", "今天天气很好", "anything"],
+    )
+    np.testing.assert_allclose(scores, [0.8, 0.8, 0.0, 0.0])
+    # Mixed script: tokens "gpu", "很", "快" against "gpu", "快": P = 1, R = 2/3 -> F = 0.8
+    np.testing.assert_allclose(ev.rouge_l(["GPU 快"], ["GPU很快"]), [0.8])
+    assert ev.is_cjk("GPU很快") and not ev.is_cjk("GPU fast")
+
+
+def test_compute_metrics_macro_average():
+    tasks = [
+        TaskSpec("topic", "classify", ("sport", "tech")),
+        TaskSpec("pair", "nli", ("yes", "no")),
+        TaskSpec("headline", "generate"),
+        TaskSpec("unused", "generate"),
+    ]
+    names = ["topic", "topic", "pair", "headline", "headline"]
+    preds = ["Sport", "banana", "yes", "the cat on mat", "exact words"]
+    refs = ["sport", "tech", "no", "the cat sat on the mat", "exact words"]
+    report = ev.compute_metrics(tasks, names, preds, refs)
+    assert list(report.tasks) == ["topic", "pair", "headline"]
+    assert report.tasks["topic"]["accuracy"] == pytest.approx(0.5)
+    assert report.tasks["topic"]["n_unmatched"] == 1
+    assert report.tasks["pair"]["score"] == 0.0
+    assert report.tasks["headline"]["rouge_l"] == pytest.approx((0.8 + 1.0) / 2)
+    assert report.macro_average == pytest.approx((0.5 + 0.0 + 0.9) / 3)
+    assert [s["score"] for s in report.per_sample] == pytest.approx([1, 0, 0, 0.8, 1])
+    assert report.rows()[-1]["task"] == "macro_average"
+    with pytest.raises(ValueError, match="unknown task"):
+        ev.compute_metrics(tasks, ["nope"], ["x"], ["y"])
+
+
+# -------------------------------------------------------------------------------------- generation
+
+
+@pytest.fixture(scope="module")
+def tiny_causal_lm():
+    """The tiny random Llama-style model and character tokenizer of conftest (built in code)."""
+    return make_model("llama", seed=0), make_tokenizer("causal")
+
+
+def _noop_context(calls):
+    @contextlib.contextmanager
+    def ctx(model, task_ids):
+        calls.append(task_ids.tolist())
+        yield
+
+    return ctx
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_causal_lm):
+    model, tokenizer = tiny_causal_lm
+    texts = ["hello world", "a", "the quick brown fox", "multi task", "xyz 123", "mta!"]
+    prompts = [tokenizer(t)["input_ids"] for t in texts]
+    task_ids = [0, 1, 2, 0, 1, 2]
+    calls: list = []
+    batched = ev.generate_texts(model, tokenizer, prompts, task_ids, batch_size=4, max_new_tokens=8,
+                                task_context=_noop_context(calls))
+    # sorted by length: batches of 4 and 2, each task id travelling with its prompt
+    assert sorted(sum(calls, [])) == sorted(task_ids) and [len(c) for c in calls] == [4, 2]
+    assert calls[0] == [2, 0, 0, 1]  # the 4 longest: "the quick..", "hello world", "multi task", "xyz 123"
+    single = [
+        ev.generate_texts(model, tokenizer, [p], [t], batch_size=1, max_new_tokens=8,
+                          task_context=_noop_context([]))[0]
+        for p, t in zip(prompts, task_ids, strict=True)
+    ]
+    assert batched == single
+    assert any(len(s) > 0 for s in single)  # the random model does generate something
+    # only new tokens are decoded: the prompt is not echoed
+    import torch
+
+    with torch.inference_mode():
+        full = model.generate(input_ids=torch.tensor([prompts[2]]), max_new_tokens=8, do_sample=False,
+                              pad_token_id=0, eos_token_id=tokenizer.eos_token_id)
+    assert tokenizer.decode(full[0, len(prompts[2]):], skip_special_tokens=True).strip() == batched[2]
+
+
+def test_beam_search_batched_equals_single(tiny_causal_lm):
+    model, tokenizer = tiny_causal_lm
+    prompts = [tokenizer(t)["input_ids"] for t in ["abc", "hello there", "zz"]]
+    kw = dict(max_new_tokens=6, num_beams=3, task_context=_noop_context([]))
+    batched = ev.generate_texts(model, tokenizer, prompts, [0, 1, 2], batch_size=3, **kw)
+    single = [ev.generate_texts(model, tokenizer, [p], [0], batch_size=1, **kw)[0] for p in prompts]
+    assert batched == single
+
+
+def test_generate_texts_rejects_bad_input(tiny_causal_lm):
+    model, tokenizer = tiny_causal_lm
+    with pytest.raises(ValueError, match="task ids"):
+        ev.generate_texts(model, tokenizer, [[5, 6]], [0, 1], task_context=_noop_context([]))
+    with pytest.raises(ValueError, match="empty prompt"):
+        ev.generate_texts(model, tokenizer, [[]], [0], task_context=_noop_context([]))
+
+
+def test_seq2seq_batched_generation_equals_one_at_a_time():
+    model, tokenizer = make_model("t5", seed=1), make_tokenizer("seq2seq")
+    prompts = [tokenizer(t)["input_ids"] for t in ["translate me", "hi", "a longer input text"]]
+    kw = dict(max_new_tokens=6, task_context=_noop_context([]))
+    batched = ev.generate_texts(model, tokenizer, prompts, [0, 1, 0], batch_size=3, **kw)
+    single = [ev.generate_texts(model, tokenizer, [p], [0], batch_size=1, **kw)[0] for p in prompts]
+    assert batched == single and any(single)

@@ -1,0 +1,184 @@
+"""Stage 2 (shared experts + gate over a frozen stage-1 model) and per-sample task routing in generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from alter_cli import evaluate as ev
+from alter_cli.config import AlterConfig, Stage2Config
+from alter_cli.data import Collator, TaskRegistry, encode_dataset, parse_jsonl
+from alter_cli.inject import add_shared_experts
+from alter_cli.mta import mta_layers, task_context
+from alter_cli.sources.synthetic import make_jsonl
+from alter_cli.stage2 import GateMonitor, Stage2Wiring, build_stage2, stage2_mta_config
+from alter_cli.train import load_checkpoint, run_training
+
+from .conftest import stage1_dict
+
+
+def _examples(path: Path, registry: TaskRegistry):
+    return parse_jsonl(path.read_text(), str(path), registry)
+
+
+@pytest.fixture(scope="module")
+def stage1_ckpt(tiny_llama_dir, synthetic_jsonl, tmp_path_factory) -> Path:
+    cfg = AlterConfig.model_validate(stage1_dict(tiny_llama_dir, synthetic_jsonl, max_steps=4, learning_rate=3e-2))
+    out = tmp_path_factory.mktemp("s1") / "ckpt"
+    run_training(cfg, 1, train_examples=_examples(synthetic_jsonl, TaskRegistry.from_config(cfg.tasks)), out_dir=out)
+    return out
+
+
+def _stage2_cfg(stage1: Path, data: Path, mta: dict | None = None, **train) -> Stage2Config:
+    return Stage2Config.model_validate({
+        "stage1": str(stage1), "data": {"train": str(data), "max_length": 48, "max_target_length": 12},
+        "mta": {"num_shared_experts": 2, **(mta or {})},
+        "train": {"max_steps": 3, "batch_size": 4, "learning_rate": 3e-2, "warmup_steps": 0, "log_every": 1,
+                  "seed": 3, **train},
+    })
+
+
+def _batch(tokenizer, registry):
+    ex = parse_jsonl(make_jsonl(2, seed=5), "fixed", registry)
+    ds = encode_dataset(tokenizer, ex, registry, False, max_length=48, max_target_length=12)
+    return Collator(tokenizer.pad_token_id)([ds[i] for i in range(len(ds))])
+
+
+@pytest.mark.parametrize("tune_selector", [False, True])
+def test_stage2_changes_only_shared_experts_and_gate(tune_selector, stage1_ckpt, synthetic_jsonl, tmp_path):
+    cfg = _stage2_cfg(stage1_ckpt, synthetic_jsonl, {"gate_regularizer": "load_balancing"},
+                      tune_selector=tune_selector)
+    wiring = Stage2Wiring(cfg)
+    records: list[dict] = []
+
+    def on_step(rec):
+        wiring.on_record(rec)
+        records.append(rec)
+
+    ex = _examples(synthetic_jsonl, load_checkpoint(stage1_ckpt).registry)
+    run_training(cfg, 2, train_examples=ex, out_dir=tmp_path / "s2", setup_model=wiring.setup_model,
+                 extra_loss=wiring.extra_loss, on_step=on_step)
+    wiring.close()
+    after = wiring.bundle.model.state_dict()
+    before = build_stage2(cfg).model.state_dict()  # fresh: stage-1 weights + freshly initialised shared/gate
+    assert before.keys() == after.keys()
+    stage2_only = {k for k in after if ".shared." in k or ".gate_net." in k}
+    selector = {k for k in after if k.endswith(".selector")}
+    assert stage2_only and selector
+    for k in after:
+        if k in stage2_only or (tune_selector and k in selector):
+            continue
+        assert torch.equal(before[k], after[k]), k  # backbone, task experts (and selector) bitwise unchanged
+    assert all(not torch.equal(before[k], after[k]) for k in stage2_only if k.endswith("shared.up"))
+    assert any(not torch.equal(before[k], after[k]) for k in selector) == tune_selector
+    # gate statistics logged on every log step: per path, per task, entropy
+    rec = records[-1]
+    assert sum(rec[f"gate_{j}"] for j in range(3)) == pytest.approx(1.0, abs=1e-6)
+    assert set(rec["task_gate"]) == {"copy", "reverse", "parity", "match"}
+    for weights in rec["task_gate"].values():
+        assert sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert 0.0 < rec["gate_entropy"] < torch.log(torch.tensor(3.0)).item()
+
+
+@pytest.mark.parametrize("gate", ["token", "pooled"])
+def test_gate_weights_sum_to_one_per_token(gate, stage1_ckpt):
+    ck = load_checkpoint(stage1_ckpt)
+    mta_cfg = ck.mta_config.model_copy(update={"num_shared_experts": 3, "gate": gate})
+    add_shared_experts(ck.model, mta_cfg)
+    for layer in mta_layers(ck.model):  # a gate that is not constant: random W2
+        torch.nn.init.normal_(layer.gate_net.w2.weight, std=1.0)
+    batch = _batch(ck.tokenizer, ck.registry)
+    ids = batch.pop("task_ids")
+    with torch.no_grad(), task_context(ck.model, ids):
+        ck.model(**batch)
+    b, n = batch["input_ids"].shape
+    for layer in mta_layers(ck.model):
+        g = layer.last_gate
+        assert g.shape == ((b, n, 4) if gate == "token" else (b, 1, 4))
+        torch.testing.assert_close(g.sum(-1), torch.ones(g.shape[:-1]), rtol=0, atol=1e-6)
+        assert g.std() > 0.01  # not the constant initial gate
+
+
+def test_zero_init_shared_experts_with_gate_on_task_path_reproduce_stage1_logits(stage1_ckpt):
+    ck = load_checkpoint(stage1_ckpt)
+    batch = _batch(ck.tokenizer, ck.registry)
+    ids = batch.pop("task_ids")
+    with torch.no_grad(), task_context(ck.model, ids):
+        stage1_logits = ck.model(**batch).logits
+    add_shared_experts(ck.model, ck.mta_config.model_copy(update={"num_shared_experts": 2, "gate_init_bias": 30.0}))
+    with torch.no_grad(), task_context(ck.model, ids):
+        assert torch.equal(ck.model(**batch).logits, stage1_logits)
+    # the default start (bias 2: g0 = e²/(e²+2) ≈ 0.79) scales the task path, so the logits move
+    ck2 = load_checkpoint(stage1_ckpt)
+    add_shared_experts(ck2.model, stage2_mta_config(ck2.mta_config, _stage2_cfg(stage1_ckpt, Path("x")).mta))
+    with torch.no_grad(), task_context(ck2.model, ids):
+        assert not torch.allclose(ck2.model(**batch).logits, stage1_logits, atol=1e-4)
+
+
+def test_beam_search_with_mixed_tasks_uses_each_samples_task_weights(stage1_ckpt):
+    ck = load_checkpoint(stage1_ckpt)
+    torch.manual_seed(0)
+    for layer in mta_layers(ck.model):  # make the tasks' experts strong and distinct
+        torch.nn.init.normal_(layer.experts.up, std=2.0)
+        with torch.no_grad():
+            layer.selector.copy_(torch.eye(layer.num_tasks, layer.num_experts) * 5.0)
+    prompts = ev.encode_prompts(ck.tokenizer, ["abcab", "abcab", "ddeea", "ddeea"], False)
+    task_ids = [0, 2, 1, 3]
+    kw = dict(max_new_tokens=6, num_beams=3)
+    batched = ev.generate_texts(ck.model, ck.tokenizer, prompts, task_ids, batch_size=4, **kw)
+    single = [ev.generate_texts(ck.model, ck.tokenizer, [p], [t], batch_size=1, **kw)[0]
+              for p, t in zip(prompts, task_ids, strict=True)]
+    assert batched == single
+    assert batched[0] != batched[1] or batched[2] != batched[3]  # the task changes the output of a prompt
+
+
+def test_gate_monitor_masks_padding_and_regularisers(stage1_ckpt):
+    ck = load_checkpoint(stage1_ckpt)
+    add_shared_experts(ck.model, ck.mta_config.model_copy(update={"num_shared_experts": 2}))
+    ck.model.train()
+    batch = _batch(ck.tokenizer, ck.registry)
+    ids = batch.pop("task_ids")
+    mon = GateMonitor(ck.model, ck.registry, "load_balancing", weight=0.5)
+    with task_context(ck.model, ids):
+        ck.model(**batch)
+    reg = mon.after_forward(batch)
+    # constant initial gate g = softmax(2, 0, 0): load balancing w·3·Σ g_j²
+    g = torch.softmax(torch.tensor([2.0, 0.0, 0.0]), 0)
+    assert reg.item() == pytest.approx(0.5 * 3 * float((g**2).sum()), rel=1e-5)
+    n_layers = len(mta_layers(ck.model))
+    assert float(mon._task_count.sum()) == n_layers * int(batch["attention_mask"].sum())  # padding excluded
+    stats = mon.stats()
+    assert stats["gate_0"] == pytest.approx(float(g[0]), rel=1e-5)
+    assert stats["gate_entropy"] == pytest.approx(float(-(g * g.log()).sum()), rel=1e-5)
+    assert float(mon._task_count.sum()) == 0.0  # a new window after stats()
+    mon.regularizer = "entropy"
+    with task_context(ck.model, ids):
+        ck.model(**batch)
+    assert mon.after_forward(batch).item() == pytest.approx(-0.5 * stats["gate_entropy"], rel=1e-5)
+    mon.remove()
+
+
+def test_stage2_resumed_run_ends_with_same_weights_as_uninterrupted(stage1_ckpt, synthetic_jsonl, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = _stage2_cfg(stage1_ckpt, synthetic_jsonl, {"gate_regularizer": "load_balancing"}, max_steps=4,
+                      gradient_accumulation_steps=2)
+    ex = _examples(synthetic_jsonl, load_checkpoint(stage1_ckpt).registry)
+
+    def train(out, **kw):
+        wiring = Stage2Wiring(cfg)
+        res = run_training(cfg, 2, train_examples=ex, out_dir=out, setup_model=wiring.setup_model,
+                           extra_loss=wiring.extra_loss, **kw)
+        wiring.close()
+        return res
+
+    train(tmp_path / "full")
+    assert train(tmp_path / "part", stop_after=2).steps == 2
+    assert train(tmp_path / "part", resume=True).steps == 4
+    full = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))
+    resumed = load_file(str(tmp_path / "part" / "adapter_model.safetensors"))
+    assert full.keys() == resumed.keys() and any(".gate_net." in k for k in full)
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
