@@ -33,7 +33,12 @@ def fail(message: str) -> typer.Exit:
 
 
 def user_errors(fn):
-    """Decorator: turn user-caused exceptions into one stderr line + exit code 2 (no traceback)."""
+    """Decorator: turn user-caused exceptions into one stderr line + exit code 2 (no traceback).
+
+    User-caused: :class:`ConfigError` (config, overrides, physics out of range), an existing
+    output, and OSError (paths, permissions, disk full). Anything else (ValueError from the
+    numerical core, LinAlgError, …) is a bug and keeps its traceback (exit code 1).
+    """
     from moire_cli.output import OutputExistsError
 
     @functools.wraps(fn)
@@ -42,15 +47,16 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (ConfigError, OutputExistsError) as err:
             raise fail(str(err)) from None
-        except (ValueError, OSError) as err:
-            raise fail(f"{type(err).__name__}: {err}") from None
+        except OSError as err:
+            where = f": {err.filename}" if err.filename is not None else ""
+            raise fail(f"{err.strerror or err}{where}") from None
 
     return wrapper
 
 
 def _log(console, message: str) -> None:
     if console.is_terminal:
-        console.log(message)
+        console.log(message, markup=False)
     else:
         typer.echo(message, err=True)
 
@@ -77,7 +83,10 @@ def phonons(
     if model.potential is not None and (w := model.potential.harmonic_warning(cfg.mass)):
         warnings.append(w)
     cr = model.crystal
-    q_path, distance, labels = crystals.high_symmetry_path(cr, cfg.path.spec(), cfg.path.n_per_segment)
+    try:
+        q_path, distance, labels = crystals.high_symmetry_path(cr, cfg.path.spec(), cfg.path.n_per_segment)
+    except ValueError as err:  # a label this cell does not have
+        raise ConfigError(f"config: path.points: {err}") from None
     q_mesh = crystals.monkhorst_pack(cr, cfg.mesh.size)
     _log(console, f"{cr.name}: {cr.n_sites} site(s)/cell, {len(q_path)} path + {len(q_mesh)} mesh q-points")
     res = dynamics.compute_phonons(model, q_path, q_mesh, cfg.relax, cfg.mesh.smearing_meV, cfg.mesh.n_energies)
@@ -312,38 +321,56 @@ def _write_outputs(tmp: Path, cfg, res, distance, labels, summary, extra_columns
 
 
 def _report(console, cfg, res, labels, summary, out: Path) -> None:
-    st = res.stability
-    verdict = "stable" if st["stable"] else f"UNSTABLE ({st['unstable_modes']} imaginary modes)"
-    line = (
-        f"{verdict}; min ħω = {st['min_frequency_meV']:.4g} meV at q_frac = "
-        f"{np.round(summary['min_frequency_at']['q_frac'], 4).tolist()} ({st['where']})"
-    )
-    chi = summary["chirality"]
-    if chi["max_abs_l_z_hbar"] > 1e-6:
-        for lab, v in chi["at_labels"].items():
-            line += f"\n{lab}: l_z = " + " ".join(f"{x:+.3f}" for x in v["l_z_hbar"]) + " ħ"
-    line += (
-        f"\nB = {chi['magnetic_field_T']:g} T (ħω_c = {chi['hbar_omega_c_meV']:.4g} meV): "
-        f"Chern numbers {chi['chern_numbers']}, max |l_z| = {chi['max_abs_l_z_hbar']:.3g} ħ, "
-        f"L/N = {chi['thermal']['angular_momentum_per_particle_hbar']:.3g} ħ at {chi['thermal']['temperature_K']:g} K"
-    )
-    if console.is_terminal:
-        from rich.table import Table
+    """The terminal summary: a rich table of ħω (and l_z when chiral) at the labelled points, then
+    stability and chirality lines. On a TTY with colours; otherwise the same table in plain ASCII
+    on stdout (readable in a log or a cron mail)."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
-        t = Table(title=f"moire phonons: {res.model.crystal.name} → {out}")
-        t.add_column("point")
-        t.add_column("q (fractional)")
-        t.add_column("ħω (meV)")
-        for lab, v in summary["frequencies_at_labels"].items():
-            t.add_row("Γ" if lab == "G" else lab, str(np.round(v["q_frac"], 4).tolist()),
-                      ", ".join(f"{x:.3f}" for x in v["frequencies_meV"]))
-        console.print(t)
-        console.print(line)
-    else:
-        for lab, v in summary["frequencies_at_labels"].items():
-            typer.echo(f"{lab}: " + " ".join(f"{x:.4f}" for x in v["frequencies_meV"]) + " meV")
-        typer.echo(line)
-        typer.echo(f"wrote {out}")
+    from moire_cli.units import convert_frequency
+
+    unit = cfg.output.frequency_unit
+    st = res.stability
+    chi = summary["chirality"]
+    show_l_z = chi["max_abs_l_z_hbar"] > 1e-6
+    tty = console.is_terminal
+    if not tty:
+        console = Console(width=160, no_color=True, highlight=False, emoji=False)
+    console.print(f"moire phonons: {res.model.crystal.name} → {out}", markup=False)
+    t = Table(box=box.SIMPLE_HEAD if tty else box.ASCII)
+    t.add_column("point")
+    t.add_column("q (fractional)")
+    t.add_column("mode", justify="right")
+    t.add_column(f"ħω ({unit})", justify="right")
+    if show_l_z:
+        t.add_column("l_z (ħ)", justify="right")
+    for lab, v in summary["frequencies_at_labels"].items():
+        freqs = convert_frequency(np.asarray(v["frequencies_meV"]), unit)
+        for mode, w in enumerate(freqs):
+            first = mode == 0
+            row = ["Γ" if lab == "G" and first else escape(lab) if first else "",
+                   "({:.4f}, {:.4f})".format(*v["q_frac"]) if first else "", str(mode), f"{w:.4f}"]
+            if show_l_z:
+                row.append(f"{chi['at_labels'][lab]['l_z_hbar'][mode]:+.3f}")
+            t.add_row(*row, end_section=mode == len(freqs) - 1)
+    console.print(t)
+    verdict = "stable" if st["stable"] else f"UNSTABLE ({st['unstable_modes']} imaginary modes, shown as ħω < 0)"
+    w_min = float(convert_frequency(st["min_frequency_meV"], unit))
+    console.print(
+        f"{verdict}; min ħω = {w_min:.4g} {unit} at q_frac = "
+        f"{np.round(summary['min_frequency_at']['q_frac'], 4).tolist()} ({st['where']})",
+        markup=False,
+    )
+    console.print(
+        f"B = {chi['magnetic_field_T']:g} T (ħω_c = {chi['hbar_omega_c_meV']:.4g} meV): "
+        f"Chern numbers {chi['chern_numbers']}, max |l_z| = {chi['max_abs_l_z_hbar']:.3g} ħ, "
+        f"L/N = {chi['thermal']['angular_momentum_per_particle_hbar']:.3g} ħ at {chi['thermal']['temperature_K']:g} K",
+        markup=False,
+    )
+    if not tty:
+        console.print(f"wrote {out}", markup=False)
 
 
 # ------------------------------------------------------------------ moire melt
@@ -579,24 +606,31 @@ def _melt_report(console, points, res, out: Path) -> None:
         tm = res.melting_temperature[i]
         verdict = ("unstable" if res.unstable[i] else "quantum melted" if res.quantum_melted[i]
                    else f"T_m = {tm:.4g} K" if np.isfinite(tm) else "T_m above melt.t_max")
-        rows.append([str(lab[k]) for k in lab] + [f"{res.lindemann_ratio_zero[i]:.4f}", verdict])
-    mesh = f"mesh {res.mesh.mesh}×{res.mesh.mesh} (change {res.mesh.change:.2g})"
-    if console.is_terminal:
-        from rich.table import Table
+        l0 = res.lindemann_ratio_zero[i]
+        rows.append([str(lab[k]) for k in lab] + [f"{l0:.4f}" if np.isfinite(l0) else "—", verdict])
+    change = res.mesh.change
+    mesh = f"mesh {res.mesh.mesh}×{res.mesh.mesh} " + (
+        f"(change {change:.2g})" if change is not None and np.isfinite(change) else "(single mesh, not refined)")
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
-        t = Table(title=f"moire melt → {out} ({mesh})")
-        for h in head + ["L(0)", "result"]:
-            t.add_column(h)
-        for r in rows[:40]:
-            t.add_row(*r)
-        console.print(t)
-        if len(rows) > 40:
-            console.print(f"… {len(rows) - 40} more rows in melt.csv")
-    else:
-        for r in rows:
-            typer.echo(" ".join(r))
-        typer.echo(mesh)
-        typer.echo(f"wrote {out}")
+    tty = console.is_terminal
+    if not tty:  # the same table in plain ASCII, every row (a log or a cron mail)
+        console = Console(width=200, no_color=True, highlight=False, emoji=False)
+    console.print(f"moire melt → {out}: {mesh}", markup=False)
+    t = Table(box=box.SIMPLE_HEAD if tty else box.ASCII)
+    for h in head + ["L(0)", "result"]:
+        t.add_column(escape(h))
+    shown = rows[:40] if tty else rows
+    for r in shown:
+        t.add_row(*(escape(c) for c in r))
+    console.print(t)
+    if len(rows) > len(shown):
+        console.print(f"… {len(rows) - len(shown)} more rows in melt.csv", markup=False)
+    if not tty:
+        console.print(f"wrote {out}", markup=False)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moire_cli.crystals import BUILTIN_CRYSTALS, Crystal, build_crystal
 from moire_cli.dynamics import LatticeModel
@@ -32,7 +32,36 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value, info):
+        """YAML true/false is not a number (pydantic would read `mass: true` as 1.0)."""
+        if isinstance(value, bool) and "bool" not in str(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"the boolean {str(value).lower()} is not a valid value here")
+        return value
+
+
+#: Sites of a user basis closer than this (units of a_M, modulo lattice vectors) are rejected.
+MIN_SITE_SEPARATION = 1e-2
+
+
+def _check_distinct_sites(cell: np.ndarray, basis: np.ndarray) -> None:
+    """Raise ValueError if two basis sites coincide modulo a lattice vector (units of a_M)."""
+    frac = basis @ np.linalg.inv(cell)
+    for i in range(len(basis)):
+        for j in range(i):
+            df = frac[i] - frac[j]
+            df -= np.round(df)
+            # nearest image among the 3×3 neighbouring cells (the reduced cell may be oblique)
+            shifts = np.array([[a, b] for a in (-1, 0, 1) for b in (-1, 0, 1)])
+            dist = np.linalg.norm((df + shifts) @ cell, axis=1).min()
+            if dist < MIN_SITE_SEPARATION:
+                raise ValueError(
+                    f"crystal.basis sites {j} and {i} coincide (distance {dist:.3g} a_M modulo the cell, "
+                    f"minimum {MIN_SITE_SEPARATION:g})"
+                )
 
 
 class CrystalConfig(_Section):
@@ -56,8 +85,10 @@ class CrystalConfig(_Section):
                 raise ValueError("crystal.cell must be two 2-vectors [[x, y], [x, y]] (units of a_M)")
             if len(self.basis) < 1 or np.shape(self.basis)[1:] != (2,):
                 raise ValueError("crystal.basis must be a list of 2-vectors (units of a_M)")
-            if abs(np.linalg.det(np.array(self.cell))) < 1e-9:
+            cell = np.array(self.cell)
+            if abs(np.linalg.det(cell)) < 1e-9 * np.prod(np.linalg.norm(cell, axis=1)):
                 raise ValueError("crystal.cell vectors are linearly dependent")
+            _check_distinct_sites(cell, np.array(self.basis))
         return self
 
     def build(self, a_M: float) -> Crystal:
@@ -101,8 +132,8 @@ class MoirePotentialConfig(_Section):
 class DielectricConfig(_Section):
     """Dielectric environment: κ = (ε_top + ε_bottom)/2."""
 
-    epsilon_top: float = Field(4.5, gt=0)
-    epsilon_bottom: float = Field(4.5, gt=0)
+    epsilon_top: float = Field(4.5, ge=1, description="relative permittivity above (≥ 1, vacuum)")
+    epsilon_bottom: float = Field(4.5, ge=1, description="relative permittivity below (≥ 1, vacuum)")
 
     @property
     def kappa(self) -> float:
@@ -142,6 +173,12 @@ class EwaldConfig(_Section):
     short_range_cutoff: float | None = Field(None, gt=0)
 
 
+#: Allowed range of ewald.eta around the default √(π/A) (factor either way).
+ETA_FACTOR = 20.0
+#: Most lattice vectors a real-space short-range sum may need (memory and time bound).
+MAX_LATTICE_VECTORS = 1e6
+
+
 class SystemConfig(_Section):
     """The physical system shared by all commands."""
 
@@ -165,6 +202,32 @@ class SystemConfig(_Section):
             raise ValueError(
                 f"moire_potential.trap_scale has {len(ts)} entries but crystal {self.crystal.name!r} "
                 f"has {self.n_sites} site(s) per cell"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_lattice_sums(self) -> SystemConfig:
+        """Keep the lattice sums finite in size: η within a factor of the default √(π/A), and a
+        short-range cut-off that needs at most :data:`MAX_LATTICE_VECTORS` lattice vectors."""
+        c = self.crystal
+        cell = np.array(BUILTIN_CRYSTALS[c.name][0] if c.name in BUILTIN_CRYSTALS else c.cell, dtype=float)
+        area = abs(np.linalg.det(cell)) * self.moire_potential.a_M**2
+        eta0 = float(np.sqrt(np.pi / area))
+        eta = self.ewald.eta
+        if eta is not None and not 1 / ETA_FACTOR <= eta / eta0 <= ETA_FACTOR:
+            raise ValueError(
+                f"ewald.eta = {eta:g} 1/nm is more than {ETA_FACTOR:g}× away from the default √(π/A) = "
+                f"{eta0:.4g} 1/nm (the result does not depend on η; only the cost does)"
+            )
+        r_cut = self.ewald.short_range_cutoff
+        if r_cut is None and self.interaction.kind in ("keldysh", "dual-gate"):
+            inter = self.interaction.build(self.dielectric.kappa)
+            r_cut = inter.short_range_cutoff(self.ewald.short_range_tolerance)
+        if r_cut is not None and np.pi * r_cut**2 / area > MAX_LATTICE_VECTORS:
+            raise ValueError(
+                f"the short-range lattice sum would need ~{np.pi * r_cut**2 / area:.2g} lattice vectors "
+                f"(cut-off {r_cut:.4g} nm, cell {area:.4g} nm²; at most {MAX_LATTICE_VECTORS:g}): lower "
+                f"ewald.short_range_cutoff or raise ewald.short_range_tolerance"
             )
         return self
 
@@ -246,6 +309,10 @@ class ChiralityConfig(_Section):
         return -1 if carrier == "electron" else 1
 
 
+#: Most (mesh q-points × sites²) of one phonons run (two sites, 128×128: 0.2 GB, 12 s measured).
+MAX_MESH_WORK = 256 * 256 * 4
+
+
 class PhononsConfig(SystemConfig):
     """Config of `moire phonons`."""
 
@@ -254,6 +321,16 @@ class PhononsConfig(SystemConfig):
     mesh: MeshConfig = MeshConfig()
     output: OutputConfig = OutputConfig()
     chirality: ChiralityConfig = ChiralityConfig()
+
+    @model_validator(mode="after")
+    def _check_mesh_size(self) -> PhononsConfig:
+        n1, n2 = self.mesh.size
+        if n1 * n2 * self.n_sites**2 > MAX_MESH_WORK:
+            raise ValueError(
+                f"mesh.size {n1}×{n2} with {self.n_sites} site(s) per cell is too large (q-points × sites² = "
+                f"{n1 * n2 * self.n_sites**2:.3g}, at most {MAX_MESH_WORK:.3g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_berry_band(self) -> PhononsConfig:
@@ -300,20 +377,21 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
     return out
 
 
-_UNION_TAGS = {"str", "int", "float", "bool", "list[float]", "PathPoint"}
+_UNION_TAGS = {"str", "int", "float", "bool", "PathPoint", "SweepRange", "TemperatureRange"}
 
 
 def _format_error(err: ValidationError) -> str:
-    """One line naming the key: the most specific (deepest) of pydantic's errors."""
+    """One line naming the key: the most specific (deepest) of pydantic's errors; on a tie, not the
+    'wrong type' error of another branch of a union (list versus range)."""
     errors = err.errors()
-    e = max(errors, key=lambda x: len(x["loc"]))
+    e = max(errors, key=lambda x: (len(x["loc"]), not x["type"].endswith("_type")))
     loc = ".".join(
-        str(x) for x in e["loc"] if not (str(x) in _UNION_TAGS or str(x).startswith(("function-", "tuple[")))
+        str(x) for x in e["loc"] if not (str(x) in _UNION_TAGS or "[" in str(x) or str(x).startswith("function-"))
     )
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
-    return f"config: {loc or '<root>'}: {msg}"
+    return f"config: {loc}: {msg}" if loc else f"config: {msg}"  # whole-model checks name their keys
 
 
 def config_from_dict(data: dict, cls: type[C] = PhononsConfig, overrides: list[str] | None = None) -> C:
@@ -325,6 +403,23 @@ def config_from_dict(data: dict, cls: type[C] = PhononsConfig, overrides: list[s
         return cls.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a repeated section would drop the first one's settings)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:  # explicit scalar keys only (merge keys '<<' may repeat)
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
 
 
 def load_config(path: Path | str, cls: type[C] = PhononsConfig, overrides: list[str] | None = None) -> C:
@@ -341,11 +436,12 @@ def load_config(path: Path | str, cls: type[C] = PhononsConfig, overrides: list[
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"malformed YAML in {path}{where}") from None
+        problem = getattr(err, "problem", None)
+        raise ConfigError(f"malformed YAML in {path}{where}" + (f": {problem}" if problem else "")) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -463,10 +559,14 @@ class SweepRange(_Section):
     num: int = Field(ge=1, le=10000)
     log: bool = False
 
+    @model_validator(mode="after")
+    def _check(self) -> SweepRange:
+        if self.log and (self.start <= 0 or self.stop <= 0):
+            raise ValueError("a log sweep needs start and stop > 0")
+        return self
+
     def values(self) -> list[float]:
         if self.log:
-            if self.start <= 0 or self.stop <= 0:
-                raise ValueError("a log sweep needs start and stop > 0")
             return np.geomspace(self.start, self.stop, self.num).tolist()
         return np.linspace(self.start, self.stop, self.num).tolist()
 
@@ -489,6 +589,8 @@ SWEEP_ALIASES: dict[str, tuple[str, ...]] = {
     "mass": ("mass",),
 }
 _MAX_SWEEP_POINTS = 10000
+#: Most (sweep points × finest mesh q-points × sites²) of one melt run (memory bound, estimated).
+MAX_MELT_WORK = 2**24
 
 
 class MeltOutputConfig(_Section):
@@ -554,6 +656,12 @@ class MeltConfig(SystemConfig):
         n = int(np.prod([len(v) for v in values.values()])) if values else 1
         if n > _MAX_SWEEP_POINTS:
             raise ConfigError(f"sweep: {n} points (more than {_MAX_SWEEP_POINTS})")
+        work = n * self.melt.mesh.max**2 * self.n_sites**2
+        if work > MAX_MELT_WORK:  # every point's spectrum on the finest mesh is held at once
+            raise ConfigError(
+                f"sweep: {n} point(s) × melt.mesh.max {self.melt.mesh.max}² × {self.n_sites} site(s)² = {work:.3g} "
+                f"is too large (at most {MAX_MELT_WORK:.3g}); fewer sweep points or a smaller melt.mesh.max"
+            )
         base = self.model_dump(exclude_unset=True, exclude={"sweep"})
         points = []
         for combo in itertools.product(*values.values()):

@@ -48,7 +48,7 @@ class Crystal:
         basis = np.atleast_2d(np.asarray(self.basis, dtype=float))
         if basis.ndim != 2 or basis.shape[1] != 2 or basis.shape[0] < 1:
             raise ValueError(f"basis must have shape (n, 2), got {basis.shape}")
-        if abs(np.linalg.det(cell)) < 1e-12 * max(1.0, np.abs(cell).max()) ** 2:
+        if abs(np.linalg.det(cell)) < 1e-12 * np.prod(np.linalg.norm(cell, axis=1)):  # relative: any a_M
             raise ValueError("cell vectors are linearly dependent")
         object.__setattr__(self, "cell", cell)
         object.__setattr__(self, "basis", basis)

@@ -30,13 +30,25 @@ class OutputExistsError(FileExistsError):
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Raise :class:`OutputExistsError` if ``out`` exists and may not be replaced, or
-    NotADirectoryError-like ValueError if it is a file."""
+    """Check, before any work, that the output folder ``out`` can be written.
+
+    Raises:
+        OutputExistsError: ``out`` is an existing file, or an existing folder without ``overwrite``.
+        NotADirectoryError: a parent of ``out`` is a file.
+        PermissionError: the nearest existing parent is not writable.
+    """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"output folder {out} exists; pass --overwrite to replace it")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output path {out} exists and is not a folder")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output folder {out} exists; pass --overwrite to replace it")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot create output folder {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create output folder {out}: {parent} is not writable")
 
 
 @contextlib.contextmanager
@@ -48,6 +60,7 @@ def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a normal folder honours the umask
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -62,11 +75,19 @@ def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def _atomic_file(path: Path, mode: str = "w") -> Iterator:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file honours the umask
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as fh:
             yield fh
         os.replace(tmp, path)
@@ -77,7 +98,8 @@ def _atomic_file(path: Path, mode: str = "w") -> Iterator:
 
 
 def to_jsonable(obj):
-    """numpy scalars/arrays, tuples, Paths -> plain JSON types (recursively)."""
+    """numpy scalars/arrays, tuples, Paths -> plain JSON types (recursively); NaN/±inf -> None
+    (strict JSON has no NaN)."""
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -85,7 +107,7 @@ def to_jsonable(obj):
     if isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return to_jsonable(obj.item())  # np.float64 NaN -> None like a Python float
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
@@ -96,7 +118,7 @@ def to_jsonable(obj):
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with _atomic_file(path) as fh:
-        json.dump(to_jsonable(obj), fh, indent=2, ensure_ascii=False)
+        json.dump(to_jsonable(obj), fh, indent=2, ensure_ascii=False, allow_nan=False)
         fh.write("\n")
 
 
