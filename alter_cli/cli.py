@@ -9,13 +9,14 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from . import __version__
-from .config import AlterConfig, ConfigError, dump_config, relative_to, resolve_config
+from .config import AlterConfig, ConfigError, dump_config, parse_set, relative_to, resolve_config
 from .data import DataError, UnknownTaskError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ALTER: Mixture-of-Task-Adapters on small LMs.")
@@ -37,9 +38,10 @@ def fail(message: str) -> None:
 
 
 def read_text(path: Path, what: str) -> str:
-    """Read a user file; missing/unreadable -> one-line error, exit 2."""
+    """Read a user file (UTF-8, a leading byte-order mark is dropped); missing/unreadable -> one-line
+    error, exit 2."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         fail(f"{what} {str(path)!r}: file not found")
     except IsADirectoryError:
@@ -49,14 +51,24 @@ def read_text(path: Path, what: str) -> str:
     return ""
 
 
+def path_base(config: Path, overrides: list[str], key: str) -> Path:
+    """Folder a relative path of config key `key` is read from: the current folder when it was given
+    by `--set key=...` on the command line, else the config file's folder."""
+    node: Any = parse_set(overrides)
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return Path.cwd() if node is not None else config.resolve().parent
+
+
 def load_config(config: Path, overrides: list[str], model_cls: type = AlterConfig) -> Any:
-    """Resolve defaults < YAML < --set; data paths are resolved relative to the config file."""
+    """Resolve defaults < YAML < --set; relative paths from the YAML are read from the config file's
+    folder, those given by --set from the current folder."""
     cfg = resolve_config(read_text(config, "config"), str(config), overrides, model_cls)
-    base = config.resolve().parent
     if getattr(cfg, "data", None) is not None:
-        cfg.data.train = relative_to(cfg.data.train, base)
-        cfg.data.eval = relative_to(cfg.data.eval, base)
+        cfg.data.train = relative_to(cfg.data.train, path_base(config, overrides, "data.train"))
+        cfg.data.eval = relative_to(cfg.data.eval, path_base(config, overrides, "data.eval"))
     model = getattr(cfg, "model", None)
+    base = path_base(config, overrides, "model.name")
     if model is not None and not Path(model.name).is_absolute() and (base / model.name).exists():
         model.name = str(base / model.name)
     return cfg
@@ -72,11 +84,25 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
+RUN_MARKERS = ("adapter_config.json", "state", "resolved_config.yaml")
+
+
 def prepare_out_dir(out: Path, resume: bool, overwrite: bool, state: Any) -> None:
-    """Refuse an existing output folder unless --resume / --overwrite (removed by the main process)."""
+    """Refuse an existing output folder unless --resume / --overwrite (removed by the main process).
+    --overwrite only removes a folder that holds an earlier run (never e.g. `--out .` or a home folder);
+    a folder that cannot be created is refused here, before any training."""
     exists = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if exists and not (resume or overwrite):
         fail(f"output folder {str(out)!r} exists (use --overwrite to replace it or --resume to continue)")
+    if exists and overwrite and not resume and (not out.is_dir() or not any((out / m).exists() for m in RUN_MARKERS)):
+        fail(f"--overwrite: {str(out)!r} does not hold an alter run (no {RUN_MARKERS[0]}); not deleting it")
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(prefix=f".{out.name}.probe-", dir=parent).cleanup()
+    except OSError as exc:
+        fail(f"output folder {str(out)!r}: cannot write in {str(parent)!r} "
+             f"({exc.strerror or exc.__class__.__name__})")
     if resume and not (out / "state").is_dir():
         fail(f"--resume: {str(out)!r} holds no checkpoint state")
     if overwrite and not resume and exists and state.is_main_process:
@@ -134,8 +160,8 @@ def write_run_files(out: Path, cfg: Any, records: list[dict[str, Any]], extra: d
     """resolved_config.yaml, provenance.json and train_log.jsonl next to the checkpoint (tmp + rename).
     A resumed run keeps the earlier log records of the steps before it."""
     log = out / "train_log.jsonl"
-    if records and log.is_file():
-        first = records[0]["step"]
+    if log.is_file():  # a resumed run that had nothing left to do keeps the whole earlier log
+        first = records[0]["step"] if records else float("inf")
         old = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
         records = [r for r in old if r.get("step", 0) < first] + records
     files = {
@@ -262,6 +288,18 @@ def evaluate_source(model: Any, tokenizer: Any, registry: Any, examples: list, i
     return result
 
 
+def interrupted(out: Path) -> None:
+    """Ctrl-C / SIGINT during training: one line naming the checkpoint to --resume from, exit 130."""
+    try:
+        step = json.loads((out / "adapter_config.json").read_text()).get("step")
+    except (OSError, ValueError):
+        step = None
+    where = (f"last checkpoint: step {step} in {str(out)!r} (continue with --resume)" if step is not None
+             else "no checkpoint was written yet")
+    typer.echo(f"alter: interrupted; {where}", err=True)
+    raise typer.Exit(130)
+
+
 @app.command("train-stage1")
 def train_stage1(
     config: Path = typer.Argument(..., help="YAML config (see configs/alter/)."),
@@ -280,6 +318,8 @@ def train_stage1(
         run_stage(cfg, 1, out, resume, overwrite)
     except user_errors() as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        interrupted(out)
 
 
 @app.command("train-baseline")
@@ -332,7 +372,7 @@ def train_stage2(
     try:
         cfg = load_config(config, set_ + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
                           + ([f"train.seed={seed}"] if seed is not None else []), Stage2Config)
-        cfg.stage1 = relative_to(cfg.stage1, config.resolve().parent)
+        cfg.stage1 = relative_to(cfg.stage1, path_base(config, set_, "stage1"))
         quiet_libraries()
         from .data import TaskRegistry
         from .stage2 import Stage2Wiring
@@ -348,6 +388,8 @@ def train_stage2(
             wiring.close()
     except user_errors() as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        interrupted(out)
 
 
 def _eval_config(config: Path | None, set_: list[str], flags: dict[str, Any]) -> Any:
@@ -356,8 +398,8 @@ def _eval_config(config: Path | None, set_: list[str], flags: dict[str, Any]) ->
 
     if config is not None:
         cfg = load_config(config, set_, EvalConfig)
-        base = config.resolve().parent
-        cfg.checkpoint = relative_to(cfg.checkpoint, base)
+        cfg.checkpoint = relative_to(cfg.checkpoint, path_base(config, set_, "checkpoint"))
+        base = path_base(config, set_, "compare")
         cfg.compare = [c if c == "zero-shot" else relative_to(c, base) for c in cfg.compare]
     else:
         cfg = resolve_config(None, "alter eval", set_, EvalConfig)

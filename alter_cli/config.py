@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -19,6 +27,15 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic's lax mode reads `true` as 1 for int/float fields; refuse it (a likely typo)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
 
 
 class ModelConfig(_Strict):
@@ -280,13 +297,13 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def format_validation_error(exc: ValidationError) -> str:
     """The first pydantic error as one line: `config: <dotted.key>: <message>`."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-    msg = err["msg"]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     if err["type"] == "missing":
         msg = "required key missing"
-    return f"config: {loc}: {msg}"
+    return f"config: {loc}: {msg}" if loc else f"config: {msg}"
 
 
 def resolve_config(

@@ -138,17 +138,21 @@ def parse_jsonl(
 
 
 def use_chat_template(tokenizer: Any, prompt_format: str = "auto") -> bool:
-    """Whether prompts go through the tokenizer's chat template (auto: when it has one)."""
+    """Whether prompts go through the tokenizer's chat template (auto: when it has one).
+    DataError for "chat" with a tokenizer that has no chat template."""
     has = bool(getattr(tokenizer, "chat_template", None))
     if prompt_format == "chat" and not has:
-        raise ValueError("prompt_format 'chat' but the tokenizer has no chat template")
+        raise DataError("data.prompt_format 'chat' but the model's tokenizer has no chat template (use auto or plain)")
     return prompt_format == "chat" or (prompt_format == "auto" and has)
 
 
 def prompt_ids(tokenizer: Any, text: str, is_seq2seq: bool, prompt_format: str = "auto") -> list[int]:
     """Token ids of the prompt for `text`: the encoder input (seq2seq), the chat-template user turn
-    with the generation prompt (instruct causal LMs), or `text + "\\n"` (plain causal LMs)."""
+    with the generation prompt (instruct causal LMs), or `text + "\\n"` (plain causal LMs).
+    DataError for prompt_format "chat" with a T5 model or a tokenizer without a chat template."""
     if is_seq2seq:
+        if prompt_format == "chat":
+            raise DataError("data.prompt_format 'chat' does not apply to an encoder-decoder (T5) model (use auto or plain)")
         return list(tokenizer(text).input_ids)
     if use_chat_template(tokenizer, prompt_format):
         rendered = tokenizer.apply_chat_template(

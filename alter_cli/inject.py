@@ -159,6 +159,8 @@ def attach_mta(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry) 
             ffn_module.register_forward_hook(_parallel_hook)
             layer.replaces_ffn = False
         layers.append(layer)
+    if not layers:
+        raise InjectError(f"mta: the layer lists ({', '.join(sorted(keys))}) select no block")
     return layers
 
 

