@@ -23,10 +23,10 @@ from .inject import ARCHITECTURES, architecture_of
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CACHE_NAME = "smollm2-135m-instruct-q4_1-f32"
+DEFAULT_CACHE_NAME = "smollm2-135m-instruct-q4_1-f32-v2"  # v2: config without quantization_config
 SEQ2SEQ_TYPES = ("t5",)
 _VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "torch_dtype", "dtype", "architectures",
-                         "_commit_hash", "_attn_implementation_autoset", "use_cache")
+                         "_commit_hash", "_attn_implementation_autoset", "use_cache", "quantization_config")
 
 
 class ModelLoadError(ValueError):
@@ -141,6 +141,10 @@ def _default_cached_dir() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        # The weights are dequantised float32: a GGUF `quantization_config` left in config.json
+        # would make the reloaded model claim `is_quantized=True`.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.config.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)

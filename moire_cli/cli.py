@@ -28,7 +28,7 @@ def _root() -> None:
 
 def fail(message: str) -> typer.Exit:
     """Print one error line on stderr and return the exit (code 2) to raise."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"moire: error: {message}", err=True)
     return typer.Exit(code=2)
 
 

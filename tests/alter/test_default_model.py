@@ -15,12 +15,14 @@ def test_default_model_loads_from_cache_and_mta_starts_as_base():
     from alter_cli.config import MTAConfig
     from alter_cli.data import TaskRegistry, TaskSpec
     from alter_cli.inject import attach_mta
-    from alter_cli.models import cache_root, load_base_model
+    from alter_cli.models import DEFAULT_CACHE_NAME, cache_root, load_base_model
     from alter_cli.mta import task_context
 
     loaded = load_base_model("default")
     assert loaded.model.config.model_type == "llama" and loaded.model.config.num_hidden_layers == 30
-    assert (cache_root() / "smollm2-135m-instruct-q4_1-f32" / "model.safetensors").is_file()
+    assert (cache_root() / DEFAULT_CACHE_NAME / "model.safetensors").is_file()
+    assert not getattr(loaded.model, "is_quantized", False)
+    assert "quantization_config" not in loaded.model.config.to_dict()
     tok = loaded.tokenizer
     assert tok.chat_template and tok.eos_token == "<|im_end|>"
     ids = tok(["The capital of France is"], return_tensors="pt")

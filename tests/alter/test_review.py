@@ -250,3 +250,25 @@ def test_set_paths_are_read_from_the_current_folder(tmp_path, monkeypatch):
     assert cfg.data.train == str(cfg_dir / "in_yaml.jsonl")
     assert cfg.data.eval == str(work / "mine.jsonl")
     assert cfg.model.name == str(work / "tiny")
+
+
+def test_default_model_cache_drops_gguf_quantization_config(tmp_path, monkeypatch):
+    """The dequantised float32 cache must not keep GGUF's quantization_config (the reloaded
+    model would claim is_quantized=True); the base-model hash ignores that key."""
+    import json
+
+    from alter_cli import models
+
+    from .conftest import make_model, make_tokenizer
+
+    model, tok = make_model("llama"), make_tokenizer("causal")
+    plain_hash = models.config_hash(model.config)
+    model.config.quantization_config = {"quant_method": "gguf"}
+    assert models.config_hash(model.config) == plain_hash
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(models, "embedded_gguf_path", lambda: tmp_path / "x.gguf")
+    monkeypatch.setattr(models, "_load_pretrained", lambda *a, **k: (model, tok))
+    target = models._default_cached_dir()
+    cfg = json.loads((target / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    assert (target / "model.safetensors").is_file()

@@ -31,7 +31,7 @@ def run(*args):
 def one_error_line(res, needle: str) -> None:
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("moire: error: ") and needle in lines[0], lines
     assert "Traceback" not in res.output
 
 
