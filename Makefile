@@ -82,3 +82,13 @@ demo-alter-synthetic: install-demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# alter on BBC News: zero-shot vs PEFT LoRA baseline vs MTA stage 1 vs stage 1 + 2 on the test split
+# (README "alter on BBC News: comparison"; paths fixed by configs/alter/bbc-compare-*.yaml).
+.PHONY: compare
+compare: install-demo
+	$(VENV)/bin/alter data bbc --config configs/alter/bbc-data.yaml --max-body-chars 300 --max-validation 10 --max-test 10 --out runs/compare/data --overwrite
+	$(VENV)/bin/alter train-stage1 configs/alter/bbc-compare-train.yaml --out runs/compare/stage1 --overwrite
+	$(VENV)/bin/alter train-baseline configs/alter/bbc-compare-train.yaml --out runs/compare/lora --overwrite
+	$(VENV)/bin/alter train-stage2 configs/alter/bbc-compare-stage2.yaml --out runs/compare/stage2 --overwrite
+	$(VENV)/bin/alter eval configs/alter/bbc-compare-eval.yaml --out runs/compare/eval --overwrite

@@ -219,7 +219,7 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
     if state.is_main_process:
         write_run_files(out, cfg, reporter.records, {"stage": stage, **(extra_provenance or {})})
         alpha = " ".join(f"{k}={v:.3f}" for k, v in result.alpha.items())
-        typer.echo(f"stage {stage}: {result.steps} steps in {result.seconds:.1f} s on {result.num_processes} "
+        typer.echo(f"{'lora baseline' if stage == 0 else f'stage {stage}'}: {result.steps} steps in {result.seconds:.1f} s on {result.num_processes} "
                    f"process(es), final loss "
                    f"{result.final_loss if result.final_loss is None else round(result.final_loss, 4)}; "
                    f"alpha_own [{alpha}]; checkpoint {out}")
@@ -320,6 +320,39 @@ def train_stage1(
         fail(str(exc))
     except KeyboardInterrupt:
         interrupted(out)
+
+
+@app.command("train-baseline")
+def train_baseline(
+    config: Path = typer.Argument(..., help="YAML config of train-stage1 (its mta section sets layers and budget)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: --set lora.rank=32"),
+    out: Path = typer.Option(..., "--out", help="Run/checkpoint folder (PEFT adapter + alter_baseline.json)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint state in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Override train.max_steps."),
+    seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
+) -> None:
+    """Multi-task PEFT LoRA baseline: LoRA on the FFN projections of the blocks MTA uses, rank matched to
+    the MTA stage-1 parameter count, trained by the same loop on the same data and budget as stage 1."""
+    try:
+        cfg = load_config(config, set_ + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
+                          + ([f"train.seed={seed}"] if seed is not None else []))
+        if cfg.train.unfreeze_backbone:
+            fail("train.unfreeze_backbone: the LoRA baseline keeps the backbone frozen")
+        quiet_libraries()
+        from .baseline import build_baseline
+
+        def setup(c: Any) -> Any:
+            bundle, plan = build_baseline(c)
+            from accelerate import PartialState
+
+            if PartialState().is_main_process:
+                typer.echo(plan.describe())
+            return bundle
+
+        run_stage(cfg, 0, out, resume, overwrite, setup_model=setup, extra_provenance={"method": "lora"})
+    except user_errors() as exc:
+        fail(str(exc))
 
 
 @app.command("train-stage2")

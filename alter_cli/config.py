@@ -158,13 +158,28 @@ class GenerateConfig(_Strict):
     label_match: Literal["prefix", "exact"] = "prefix"
 
 
+class LoRABaselineConfig(_Strict):
+    """The multi-task PEFT LoRA baseline of `alter train-baseline` (ignored by the MTA stages).
+
+    LoRA (Hu et al. 2021, arXiv:2106.09685): W x + (alpha/rank)·B A x on every linear projection of
+    the FFN of the blocks that `mta` places its layers in. rank: null = matched to the number of
+    trainable parameters of MTA stage 1 with the `mta` section (round(n_MTA / Σ(d_in + d_out)));
+    alpha: null = 2·rank.
+    """
+
+    rank: int | None = Field(None, ge=1)
+    alpha: float | None = Field(None, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
 class AlterConfig(_Strict):
-    """The config of `alter train-stage1` (and the base of stage 2)."""
+    """The config of `alter train-stage1` and `alter train-baseline` (and the base of stage 2)."""
 
     model: ModelConfig = ModelConfig()
     tasks: list[TaskConfig] = Field(min_length=1)
     data: DataConfig = DataConfig()
     mta: MTAConfig = MTAConfig()
+    lora: LoRABaselineConfig = LoRABaselineConfig()
     train: TrainConfig = TrainConfig()
     generation: GenerateConfig = GenerateConfig()
 

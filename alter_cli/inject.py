@@ -107,6 +107,20 @@ def _replace_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tens
     return getattr(self, MTA_PREFIX)(hidden_states)
 
 
+def ffn_modules(model: nn.Module, mta_config: MTAConfig) -> list[nn.Module]:
+    """The FFN modules of the blocks MTA layers go to, in model order (`attach_mta`; the LoRA
+    baseline adapts the same ones). Layer defaults: the last 4 blocks of a decoder-only model; the
+    last block of the encoder and of the decoder of a T5 model. Raises InjectError."""
+    arch = ARCHITECTURES[architecture_of(model)]
+    out = []
+    for key, path in arch.stacks:
+        blocks = _get(model, path)
+        n = len(blocks)
+        default = list(range(max(0, n - 4), n)) if key == "layers" else [n - 1]
+        out += [_get(blocks[i], arch.ffn_path) for i in _selected(getattr(mta_config, key), n, default, key)]
+    return out
+
+
 def attach_mta(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry) -> list[MTALayer]:
     """Attach one MTA layer to the FFN of each configured block; returns the layers in model order.
 
@@ -125,31 +139,26 @@ def attach_mta(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry) 
     task_to_experts = default_task_to_experts(registry, cfg.num_experts, cfg.task_to_experts)
     d_model = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
     layers = []
-    for key, path in arch.stacks:
-        blocks = _get(model, path)
-        n = len(blocks)
-        default = list(range(max(0, n - 4), n)) if key == "layers" else [n - 1]
-        for i in _selected(getattr(cfg, key), n, default, key):
-            ffn_module = _get(blocks[i], arch.ffn_path)
-            ref = ffn_module  # closure keeps the live module, so lora reads current (moved) weights
+    for ffn_module in ffn_modules(model, cfg):
+        ref = ffn_module  # closure keeps the live module, so lora reads current (moved) weights
 
-            def get_ffn(ref: nn.Module = ref) -> FFNWeights:
-                return arch.ffn_weights(ref)
+        def get_ffn(ref: nn.Module = ref) -> FFNWeights:
+            return arch.ffn_weights(ref)
 
-            p = next(ffn_module.parameters())
-            layer = MTALayer(
-                d_model, len(registry), cfg.num_experts, task_to_experts, expert=cfg.expert, rank=cfg.rank,
-                activation=cfg.activation, temperature=cfg.temperature, own_init=cfg.own_init,
-                other_init=cfg.other_init, ffn=get_ffn(), get_ffn=get_ffn,
-            ).to(device=p.device)
-            ffn_module.add_module(MTA_PREFIX, layer)
-            if cfg.placement == "replace" or cfg.expert == "lora":
-                ffn_module.forward = types.MethodType(_replace_forward, ffn_module)
-                layer.replaces_ffn = True
-            else:
-                ffn_module.register_forward_hook(_parallel_hook)
-                layer.replaces_ffn = False
-            layers.append(layer)
+        p = next(ffn_module.parameters())
+        layer = MTALayer(
+            d_model, len(registry), cfg.num_experts, task_to_experts, expert=cfg.expert, rank=cfg.rank,
+            activation=cfg.activation, temperature=cfg.temperature, own_init=cfg.own_init,
+            other_init=cfg.other_init, ffn=get_ffn(), get_ffn=get_ffn,
+        ).to(device=p.device)
+        ffn_module.add_module(MTA_PREFIX, layer)
+        if cfg.placement == "replace" or cfg.expert == "lora":
+            ffn_module.forward = types.MethodType(_replace_forward, ffn_module)
+            layer.replaces_ffn = True
+        else:
+            ffn_module.register_forward_hook(_parallel_hook)
+            layer.replaces_ffn = False
+        layers.append(layer)
     if not layers:
         raise InjectError(f"mta: the layer lists ({', '.join(sorted(keys))}) select no block")
     return layers

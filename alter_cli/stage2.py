@@ -39,6 +39,8 @@ def build_stage2(cfg: Any) -> ModelBundle:
     shared experts: stage 2 starts from a stage-1 checkpoint).
     """
     ck = load_checkpoint(cfg.stage1)
+    if ck.mta_config is None:
+        raise CheckpointError(f"checkpoint {str(cfg.stage1)!r} is a LoRA baseline; stage 2 starts from a stage-1 checkpoint")
     if ck.meta.get("has_shared_experts"):
         raise CheckpointError(
             f"checkpoint {str(cfg.stage1)!r} is a stage-{ck.stage} checkpoint with shared experts; "

@@ -17,6 +17,7 @@ backbone_model.safetensors with the trained backbone parameters (else they would
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -56,14 +57,33 @@ class TrainingError(ValueError):
 
 
 @dataclass
+class AdapterIO:
+    """How the loop freezes, saves and restores an adapter that is not MTA (the PEFT LoRA baseline,
+    `baseline.build_baseline`); a ModelBundle without one gets the MTA behaviour.
+
+    is_param(name) -> bool: the state-dict keys kept in `state/` (resume).
+    set_trainable(model) -> int: freeze all but the adapter; the number of trainable parameters.
+    write(folder, model, step): the checkpoint files (weights + configs) into a fresh folder.
+    load(folder, model): adapter weights back into the model (resume).
+    """
+
+    is_param: Callable[[str], bool]
+    set_trainable: Callable[[Any], int]
+    write: Callable[[Path, Any, int], None]
+    load: Callable[[Path, Any], None]
+
+
+@dataclass
 class ModelBundle:
-    """What the loop trains: the model with MTA attached, tokenizer, registry, MTA config, base ref."""
+    """What the loop trains: the model with MTA attached, tokenizer, registry, MTA config, base ref
+    (adapter: set for a non-MTA adapter, see AdapterIO)."""
 
     model: Any
     tokenizer: Any
     registry: TaskRegistry
-    mta_config: MTAConfig
+    mta_config: MTAConfig | None
     base: BaseModelRef
+    adapter: AdapterIO | None = None
 
     @property
     def is_seq2seq(self) -> bool:
@@ -75,7 +95,7 @@ class LoadedCheckpoint:
     model: Any
     tokenizer: Any
     registry: TaskRegistry
-    mta_config: MTAConfig
+    mta_config: MTAConfig | None  # None for a LoRA baseline checkpoint (stage 0)
     stage: int
     base: BaseModelRef | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -221,9 +241,9 @@ def _swap_into(tmp: Path, out_dir: Path) -> None:
             os.rename(out_dir / STATE_DIR, old)
         os.rename(tmp / STATE_DIR, out_dir / STATE_DIR)
         shutil.rmtree(old, ignore_errors=True)
-    for name in (ADAPTER_WEIGHTS, BACKBONE_WEIGHTS, ADAPTER_CONFIG):
-        if (tmp / name).exists():
-            os.replace(tmp / name, out_dir / name)
+    for f in sorted(tmp.iterdir()):
+        if f.is_file():
+            os.replace(f, out_dir / f.name)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -245,10 +265,23 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+BASELINE_CONFIG = "alter_baseline.json"
+
+
+def is_baseline_checkpoint(path: Path) -> bool:
+    """True for a PEFT LoRA baseline checkpoint (`alter train-baseline`), recognised by its
+    alter_baseline.json next to PEFT's own adapter files."""
+    return (Path(path) / BASELINE_CONFIG).is_file()
+
+
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The adapter_config.json of a checkpoint folder, checked (format version, task registry),
     without loading any model. Raises CheckpointError."""
     path = Path(path)
+    if is_baseline_checkpoint(path):
+        from .baseline import read_baseline_meta
+
+        return read_baseline_meta(path)
     meta = _read_meta(path)
     try:
         TaskRegistry.from_dict(meta["registry"])
@@ -324,12 +357,17 @@ def check_resumable(out_dir: Path, bundle: ModelBundle, stage: int, process_inde
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
-    """Rebuild base model + MTA (incl. stage-2 shared experts and gate) from a checkpoint directory.
+    """Rebuild base model + MTA (incl. stage-2 shared experts and gate) from a checkpoint directory
+    (or base model + PEFT LoRA adapter for a `train-baseline` checkpoint, stage 0).
 
     The model is returned in eval mode with every parameter frozen. Raises CheckpointError for a
     missing/corrupt checkpoint, a base model that cannot be loaded, or one whose config hash differs.
     """
     path = Path(path)
+    if is_baseline_checkpoint(path):
+        from .baseline import load_baseline_checkpoint
+
+        return load_baseline_checkpoint(path, device)
     meta = _read_meta(path)
     try:
         registry = TaskRegistry.from_dict(meta["registry"])
@@ -418,7 +456,11 @@ def run_training(
     model = bundle.model
     if tc.mixed_precision == "fp16" and bundle.is_seq2seq:
         raise TrainingError("mixed_precision fp16 is refused for T5 models (they overflow to NaN); use bf16 or no")
-    n_trainable = set_trainable(model, stage, tc.unfreeze_backbone, getattr(tc, "tune_selector", False))
+    adapter = bundle.adapter
+    if adapter is not None:
+        n_trainable = adapter.set_trainable(model)
+    else:
+        n_trainable = set_trainable(model, stage, tc.unfreeze_backbone, getattr(tc, "tune_selector", False))
     if n_trainable == 0:
         raise TrainingError("no trainable parameters")
     if hasattr(model.config, "use_cache"):
@@ -444,13 +486,17 @@ def run_training(
     progress = _Progress()
     accelerator.register_for_checkpointing(scheduler, progress)
 
-    backbone_names = trained_backbone_names(accelerator.unwrap_model(model))
+    backbone_names = [] if adapter is not None else trained_backbone_names(accelerator.unwrap_model(model))
     keep_backbone = set(backbone_names)
+
+    def keep(k: str) -> bool:
+        if adapter is not None:
+            return adapter.is_param(k)
+        return is_mta_param(k) or k.removeprefix("module.") in keep_backbone
 
     def _only_mta(models: list, weights: list, _dir: str) -> None:
         for i, w in enumerate(weights):
-            weights[i] = {k: v for k, v in w.items()
-                          if is_mta_param(k) or k.removeprefix("module.") in keep_backbone}
+            weights[i] = {k: v for k, v in w.items() if keep(k)}
 
     accelerator.register_save_state_pre_hook(_only_mta)
     raw = accelerator.unwrap_model(model)
@@ -464,7 +510,10 @@ def run_training(
             accelerator.save_state(str(tmp / STATE_DIR))
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                write_adapter(tmp, raw, checkpoint_meta(bundle, stage, step, cfg.data), backbone_names)
+                if adapter is not None:
+                    adapter.write(tmp, raw, step)
+                else:
+                    write_adapter(tmp, raw, checkpoint_meta(bundle, stage, step, cfg.data), backbone_names)
                 _honour_umask(tmp)
                 with _defer_sigint():
                     _swap_into(tmp, out_dir)
@@ -475,7 +524,8 @@ def run_training(
         accelerator.wait_for_everyone()
 
     if resume:
-        check_resumable(out_dir, bundle, stage, accelerator.process_index)
+        if adapter is None:
+            check_resumable(out_dir, bundle, stage, accelerator.process_index)
         from safetensors import SafetensorError
 
         try:
@@ -484,7 +534,11 @@ def run_training(
             first = (str(exc).strip().splitlines() or [""])[0][:200]
             raise CheckpointError(f"--resume: corrupt accelerate state in {str(out_dir / STATE_DIR)!r} "
                                   f"({exc.__class__.__name__}: {first})") from None
-        load_mta_weights(raw, out_dir / ADAPTER_WEIGHTS)
+        if adapter is not None:
+            adapter.load(out_dir, raw)
+        else:
+            load_mta_weights(raw, out_dir / ADAPTER_WEIGHTS)
+    route = task_context if mta_layers(raw) else (lambda _m, _t: contextlib.nullcontext())
     batches = accelerator.skip_first_batches(loader, progress.micro_batches) if progress.micro_batches else loader
 
     t0 = time.perf_counter()
@@ -497,7 +551,7 @@ def run_training(
             break
         task_ids = batch.pop("task_ids")
         with accelerator.accumulate(model):
-            with task_context(raw, task_ids):
+            with route(raw, task_ids):
                 loss = model(**batch).loss
                 if extra_loss is not None and (extra := extra_loss(batch)) is not None:
                     loss = loss + extra

@@ -1,0 +1,219 @@
+"""The multi-task PEFT LoRA baseline of `alter train-baseline` (issue 7).
+
+LoRA (Hu et al. 2021, arXiv:2106.09685, eq. 3: h = W x + (alpha/r)·B A x, B zero-initialised) on
+every linear projection of the FFN of the blocks MTA would use (`inject.ffn_modules` with the
+config's `mta` section: SmolLM2's gate/up/down projections of the last 4 blocks by default), one
+adapter shared by all tasks (no task routing: the multi-task baseline). Its rank is matched to the
+trainable-parameter count of MTA stage 1 with the same `mta` section:
+    r = max(1, round(n_MTA / Σ_m (d_in,m + d_out,m)))       (each projection m adds r·(d_in + d_out))
+where n_MTA is counted on a meta-device copy of the model with the MTA layers attached (no memory,
+exactly what `train-stage1` trains).
+
+Training goes through `train.run_training` (same data, prompts, loss masking, task-balanced sampler,
+optimizer, schedule and budget as stage 1) with an `AdapterIO` on the bundle: only `lora_` parameters
+train; checkpoints are PEFT's own format (`adapter_model.safetensors` + `adapter_config.json`, written
+by `save_pretrained`, loadable with `peft.PeftModel.from_pretrained`) plus `alter_baseline.json`
+(format version, base model + config hash, task registry, LoRA plan, data settings), in a temporary
+folder renamed into place by the loop. `train.load_checkpoint` recognises such a folder and returns
+the PEFT model as stage 0, so `alter eval` / `alter predict` score it like any checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import LoRABaselineConfig, MTAConfig
+from .data import TaskRegistry
+from .inject import attach_mta, ffn_modules, set_trainable
+from .models import ModelLoadError, load_base_model
+from .train import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    BASELINE_CONFIG,
+    FORMAT_VERSION,
+    AdapterIO,
+    CheckpointError,
+    LoadedCheckpoint,
+    ModelBundle,
+)
+
+LORA_MARK = "lora_"
+
+
+@dataclass(frozen=True)
+class LoRAPlan:
+    """Where the baseline's LoRA goes and how large it is.
+
+    target_modules: full module names of the adapted projections; per_rank: Σ (d_in + d_out) over
+    them (trainable parameters per unit of rank); mta_parameters: what MTA stage 1 trains with the
+    same `mta` section; rank, alpha, dropout: the LoRA hyper-parameters; lora_parameters = rank·per_rank.
+    """
+
+    target_modules: tuple[str, ...]
+    per_rank: int
+    mta_parameters: int
+    rank: int
+    alpha: float
+    dropout: float
+
+    @property
+    def lora_parameters(self) -> int:
+        return self.rank * self.per_rank
+
+    @property
+    def relative_difference(self) -> float:
+        """(n_LoRA − n_MTA) / n_MTA."""
+        return (self.lora_parameters - self.mta_parameters) / self.mta_parameters
+
+    def describe(self) -> str:
+        return (f"lora baseline: rank {self.rank} (alpha {self.alpha:g}) on {len(self.target_modules)} FFN "
+                f"projections: {self.lora_parameters:,} trainable parameters; MTA stage 1 with the same mta "
+                f"section: {self.mta_parameters:,} ({100 * self.relative_difference:+.1f}%)")
+
+
+def is_lora_param(name: str) -> bool:
+    """True for the state-dict keys of LoRA weights (PEFT names them `...lora_A...`, `...lora_B...`)."""
+    return LORA_MARK in name
+
+
+def mta_stage1_parameter_count(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry) -> int:
+    """Number of parameters MTA stage 1 trains on `model` (backbone frozen), counted on a copy of the
+    model built on the meta device (no weights allocated). Raises InjectError / UnknownTaskError."""
+    with torch.device("meta"):
+        skeleton = type(model)(copy.deepcopy(model.config))
+    attach_mta(skeleton, mta_config, registry)
+    return set_trainable(skeleton, 1)
+
+
+def ffn_projection_names(model: nn.Module, mta_config: MTAConfig) -> list[str]:
+    """Full names of the linear projections (nn.Linear, GPT-2 Conv1D) of the FFN modules MTA uses."""
+    from transformers.pytorch_utils import Conv1D
+
+    names = {id(m): n for n, m in model.named_modules()}
+    out = []
+    for ffn in ffn_modules(model, mta_config):
+        out += [f"{names[id(ffn)]}.{child}" for child, m in ffn.named_children() if isinstance(m, (nn.Linear, Conv1D))]
+    return out
+
+
+def plan_lora(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry,
+              options: LoRABaselineConfig) -> LoRAPlan:
+    """The LoRA plan for `model` (a bare base model): targets, rank (matched unless options.rank), alpha."""
+    targets = ffn_projection_names(model, mta_config)
+    modules = dict(model.named_modules())
+    per_rank = sum(int(sum(modules[t].weight.shape)) for t in targets)
+    n_mta = mta_stage1_parameter_count(model, mta_config, registry)
+    rank = options.rank if options.rank is not None else max(1, round(n_mta / per_rank))
+    alpha = options.alpha if options.alpha is not None else 2.0 * rank
+    return LoRAPlan(tuple(targets), per_rank, n_mta, rank, float(alpha), options.dropout)
+
+
+def _lora_set_trainable(model: nn.Module) -> int:
+    for name, p in model.named_parameters():
+        p.requires_grad_(is_lora_param(name))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _load_lora_weights(folder: Path, model: nn.Module) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(folder / ADAPTER_WEIGHTS)))
+
+
+def build_baseline(cfg: Any) -> tuple[ModelBundle, LoRAPlan]:
+    """Load the base model (cfg.model) and wrap it with PEFT LoRA as planned by `plan_lora`
+    (cfg.mta, cfg.lora). The bundle carries an AdapterIO, so `train.run_training` trains and saves
+    the LoRA weights only. Raises ModelLoadError / InjectError."""
+    from peft import LoraConfig, get_peft_model
+
+    loaded = load_base_model(cfg.model.name, cfg.model.gguf_file)
+    registry = TaskRegistry.from_config(cfg.tasks)
+    plan = plan_lora(loaded.model, cfg.mta, registry, cfg.lora)
+    lora_config = LoraConfig(
+        r=plan.rank, lora_alpha=plan.alpha, lora_dropout=plan.dropout, target_modules=list(plan.target_modules),
+        bias="none", task_type="SEQ_2_SEQ_LM" if loaded.is_seq2seq else "CAUSAL_LM",
+        base_model_name_or_path=loaded.ref.name,
+    )
+    model = get_peft_model(loaded.model, lora_config)
+    data_cfg = cfg.data
+
+    def write(folder: Path, raw: Any, step: int) -> None:
+        raw.save_pretrained(str(folder), safe_serialization=True)
+        meta = {
+            "format_version": FORMAT_VERSION, "alter_version": __version__, "method": "lora", "stage": 0,
+            "step": step, "base_model": loaded.ref.to_dict(), "registry": registry.to_dict(),
+            "lora": asdict(plan) | {"lora_parameters": plan.lora_parameters},
+            "mta_config": cfg.mta.model_dump(mode="json"),
+            "data": {k: getattr(data_cfg, k) for k in ("prompt_format", "max_length", "max_target_length")},
+        }
+        (folder / BASELINE_CONFIG).write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
+
+    adapter = AdapterIO(is_param=is_lora_param, set_trainable=_lora_set_trainable, write=write,
+                        load=_load_lora_weights)
+    return ModelBundle(model, loaded.tokenizer, registry, None, loaded.ref, adapter), plan
+
+
+def read_baseline_meta(path: str | Path) -> dict[str, Any]:
+    """alter_baseline.json of a baseline checkpoint, checked (format version, registry, PEFT files).
+    Raises CheckpointError."""
+    path = Path(path)
+    for name in (BASELINE_CONFIG, ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {str(path)!r}: missing {name}")
+    try:
+        meta = json.loads((path / BASELINE_CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {BASELINE_CONFIG} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {BASELINE_CONFIG} format_version is not {FORMAT_VERSION}")
+    try:
+        TaskRegistry.from_dict(meta["registry"])
+        meta["base_model"]["name"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: malformed {BASELINE_CONFIG} ({exc.__class__.__name__})") from None
+    return meta
+
+
+def load_baseline_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
+    """Base model + PEFT LoRA adapter of a `train-baseline` checkpoint, eval mode, all frozen, stage 0.
+    Raises CheckpointError (missing/corrupt files, base model not loadable or of another config hash,
+    adapter weights that do not fit the model)."""
+    from peft import PeftModel
+
+    path = Path(path)
+    meta = read_baseline_meta(path)
+    base = meta["base_model"]
+    try:
+        loaded = load_base_model(base["name"], base.get("gguf_file"))
+    except ModelLoadError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: base model: {exc}") from None
+    if loaded.ref.config_hash != base.get("config_hash"):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: base model {base['name']!r} has config hash {loaded.ref.config_hash}, "
+            f"the checkpoint was trained on {base.get('config_hash')}"
+        )
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as f:
+            n_saved = len(list(f.keys()))
+        model = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False)
+        n_model = sum(1 for k in model.state_dict() if is_lora_param(k))
+        if n_model == 0 or n_saved != n_model:
+            raise ValueError(f"{n_saved} LoRA tensors saved, the adapted model has {n_model}")
+    except Exception as exc:  # PEFT/safetensors raise many types for a bad adapter; report one line
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot load the PEFT adapter "
+                              f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    model.requires_grad_(False)
+    model.to(device).eval()
+    return LoadedCheckpoint(model, loaded.tokenizer, TaskRegistry.from_dict(meta["registry"]), None, 0, loaded.ref,
+                            meta)
