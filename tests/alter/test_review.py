@@ -91,13 +91,19 @@ def test_sigint_during_checkpoint_swap_is_delivered_after_it():
 
     from alter_cli.train import _defer_sigint
 
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with _defer_sigint():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("swap finished")
-    assert done == ["swap finished"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # A shell without job control (CI, nohup, cron) may start us with SIGINT ignored: install
+    # Python's own handler for this test and put the inherited one back afterwards.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with _defer_sigint():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("swap finished")
+        assert done == ["swap finished"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_interrupted_training_names_the_checkpoint_to_resume(monkeypatch, tmp_path):
