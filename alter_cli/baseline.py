@@ -33,7 +33,7 @@ from . import __version__
 from .config import LoRABaselineConfig, MTAConfig
 from .data import TaskRegistry
 from .inject import attach_mta, ffn_modules, set_trainable
-from .models import ModelLoadError, load_base_model
+from .models import load_base_model
 from .train import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -43,6 +43,7 @@ from .train import (
     CheckpointError,
     LoadedCheckpoint,
     ModelBundle,
+    load_checkpoint_base,
 )
 
 LORA_MARK = "lora_"
@@ -192,15 +193,7 @@ def load_baseline_checkpoint(path: str | Path, device: str = "cpu") -> LoadedChe
     path = Path(path)
     meta = read_baseline_meta(path)
     base = meta["base_model"]
-    try:
-        loaded = load_base_model(base["name"], base.get("gguf_file"))
-    except ModelLoadError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: base model: {exc}") from None
-    if loaded.ref.config_hash != base.get("config_hash"):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: base model {base['name']!r} has config hash {loaded.ref.config_hash}, "
-            f"the checkpoint was trained on {base.get('config_hash')}"
-        )
+    loaded = load_checkpoint_base(path, base)
     try:
         from safetensors import safe_open
 

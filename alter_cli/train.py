@@ -356,6 +356,21 @@ def check_resumable(out_dir: Path, bundle: ModelBundle, stage: int, process_inde
         raise CheckpointError(f"--resume: {str(state)!r} is incomplete (missing {missing[0]})")
 
 
+def load_checkpoint_base(path: Path, base: dict[str, Any]) -> Any:
+    """Load the base model a checkpoint names (its `base_model` record) and check its config hash.
+    Returns the models.LoadedModel. Raises CheckpointError (not loadable, or another config hash)."""
+    try:
+        loaded = load_base_model(base["name"], base.get("gguf_file"))
+    except ModelLoadError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: base model: {exc}") from None
+    if loaded.ref.config_hash != base.get("config_hash"):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: base model {base['name']!r} has config hash {loaded.ref.config_hash}, "
+            f"the checkpoint was trained on {base.get('config_hash')}"
+        )
+    return loaded
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
     """Rebuild base model + MTA (incl. stage-2 shared experts and gate) from a checkpoint directory
     (or base model + PEFT LoRA adapter for a `train-baseline` checkpoint, stage 0).
@@ -376,15 +391,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
         stage = int(meta["stage"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: malformed {ADAPTER_CONFIG} ({exc.__class__.__name__})") from None
-    try:
-        loaded = load_base_model(base["name"], base.get("gguf_file"))
-    except ModelLoadError as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: base model: {exc}") from None
-    if loaded.ref.config_hash != base.get("config_hash"):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: base model {base['name']!r} has config hash {loaded.ref.config_hash}, "
-            f"the checkpoint was trained on {base.get('config_hash')}"
-        )
+    loaded = load_checkpoint_base(path, base)
     model = loaded.model
     try:
         attach_mta(model, mta_cfg, registry)
