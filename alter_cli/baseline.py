@@ -35,7 +35,6 @@ from .data import TaskRegistry
 from .inject import attach_mta, ffn_modules, set_trainable
 from .models import load_base_model
 from .train import (
-    ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     BASELINE_CONFIG,
     FORMAT_VERSION,
@@ -43,6 +42,7 @@ from .train import (
     CheckpointError,
     LoadedCheckpoint,
     ModelBundle,
+    _read_meta,
     load_checkpoint_base,
 )
 
@@ -167,15 +167,7 @@ def read_baseline_meta(path: str | Path) -> dict[str, Any]:
     """alter_baseline.json of a baseline checkpoint, checked (format version, registry, PEFT files).
     Raises CheckpointError."""
     path = Path(path)
-    for name in (BASELINE_CONFIG, ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        if not (path / name).is_file():
-            raise CheckpointError(f"checkpoint {str(path)!r}: missing {name}")
-    try:
-        meta = json.loads((path / BASELINE_CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: {BASELINE_CONFIG} is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {str(path)!r}: {BASELINE_CONFIG} format_version is not {FORMAT_VERSION}")
+    meta = _read_meta(path, BASELINE_CONFIG)
     try:
         TaskRegistry.from_dict(meta["registry"])
         meta["base_model"]["name"]

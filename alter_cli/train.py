@@ -247,20 +247,23 @@ def _swap_into(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+def _read_meta(path: Path, config_name: str = ADAPTER_CONFIG) -> dict[str, Any]:
+    """The checkpoint's JSON config `config_name`, after checking that the folder holds it and the
+    adapter files, that it is valid JSON and of our format version.
+    Raises CheckpointError."""
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r}: no such directory")
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+    for name in dict.fromkeys((config_name, ADAPTER_CONFIG, ADAPTER_WEIGHTS)):
         if not (path / name).is_file():
             raise CheckpointError(f"checkpoint {str(path)!r}: missing {name}")
     try:
-        meta = json.loads((path / ADAPTER_CONFIG).read_text())
+        meta = json.loads((path / config_name).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: {ADAPTER_CONFIG} is not valid JSON ({exc})") from None
+        raise CheckpointError(f"checkpoint {str(path)!r}: {config_name} is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {str(path)!r}: format_version {meta.get('format_version') if isinstance(meta, dict) else None!r}"
-            f" is not {FORMAT_VERSION}"
+            f"checkpoint {str(path)!r}: {config_name} format_version "
+            f"{meta.get('format_version') if isinstance(meta, dict) else None!r} is not {FORMAT_VERSION}"
         )
     return meta
 

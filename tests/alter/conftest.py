@@ -104,3 +104,12 @@ def stage1_dict(model_dir: Path, data: Path, **train) -> dict:
         "train": {"max_steps": 6, "batch_size": 4, "learning_rate": 3e-3, "warmup_steps": 1, "log_every": 2,
                   "seed": 7, **train},
     }
+
+
+def one_line_error(result, *needles):
+    """Assert a CliRunner result is a user error: exit 2, one stderr line holding every needle, no traceback."""
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in result.output, err
+    for n in needles:
+        assert n in err, err

@@ -15,19 +15,12 @@ from alter_cli.config import resolve_config
 from alter_cli.data import TaskRegistry
 from alter_cli.sources import bbc
 
+from .conftest import one_line_error as _one_line_error
 from .test_sources_bbc import write_fake_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 BBC_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 runner = CliRunner()
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in result.output, err
-    for n in needles:
-        assert n in err, err
 
 
 def test_data_bbc_cli_writes_seeded_splits_and_refuses_bad_input(tmp_path: Path):

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from alter_cli.cli import app
 from alter_cli.config import AlterConfig, resolve_config
 
+from .conftest import one_line_error as _one_line_error
 from .conftest import stage1_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,14 +24,6 @@ runner = CliRunner()
 def _write_cfg(path: Path, d: dict) -> Path:
     path.write_text(yaml.safe_dump(d))
     return path
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in result.output, err
-    for n in needles:
-        assert n in err, err
 
 
 def test_train_stage1_end_to_end_and_output_folder_rules(tiny_llama_dir, synthetic_jsonl, tmp_path):

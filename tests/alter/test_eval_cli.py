@@ -19,19 +19,12 @@ from alter_cli.data import TaskRegistry, parse_jsonl
 from alter_cli.sources.synthetic import make_jsonl
 from alter_cli.train import run_training
 
+from .conftest import one_line_error as _one_line_error
 from .conftest import stage1_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 GEN = ["--max-new-tokens", "5", "--batch-size", "4"]
-
-
-def _one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in result.output, err
-    for n in needles:
-        assert n in err, err
 
 
 @pytest.fixture(scope="module")
