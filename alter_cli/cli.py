@@ -274,7 +274,7 @@ def evaluate_source(model: Any, tokenizer: Any, registry: Any, examples: list, i
         result = evaluate_examples(
             model, tokenizer, registry, examples, is_seq2seq=is_seq2seq, prompt_format=prompt_format,
             max_length=max_length, batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
-            num_beams=generation.num_beams, allow_prefix=generation.label_match == "prefix", accelerator=accelerator,
+            num_beams=generation.num_beams, label_match=generation.label_match, accelerator=accelerator,
             on_batch=(lambda n: progress.advance(task, n)) if progress is not None else None,
         )
     finally:
@@ -561,13 +561,13 @@ def predict(
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1),
     num_beams: int = typer.Option(1, "--num-beams", min=1, help="1: greedy; >1: beam search."),
-    label_match: str = typer.Option("prefix", "--label-match", help="prefix | exact (classify/nli tasks)."),
+    label_match: str = typer.Option("prefix", "--label-match", help="exact | prefix | search (classify/nli tasks)."),
 ) -> None:
     """Predict for each input line; JSON Lines on stdout (the input object + `prediction`, and
     `matched_label` for classify/nli tasks), for shell pipelines."""
     try:
-        if label_match not in ("prefix", "exact"):
-            fail(f"--label-match must be prefix or exact, got {label_match!r}")
+        if label_match not in ("exact", "prefix", "search"):
+            fail(f"--label-match must be exact, prefix or search, got {label_match!r}")
         text = sys.stdin.read() if input_file == "-" else read_text(Path(input_file), "input")
         source = "<stdin>" if input_file == "-" else input_file
         quiet_libraries()
@@ -585,7 +585,7 @@ def predict(
             spec = ck.registry.spec(row["type"])
             rec = row | {"prediction": pred}
             if spec.labels:
-                rec["matched_label"] = match_label(pred, spec.labels, allow_prefix=label_match == "prefix")
+                rec["matched_label"] = match_label(pred, spec.labels, mode=label_match)
             typer.echo(json.dumps(rec, ensure_ascii=False))
     except user_errors() as exc:
         fail(str(exc))

@@ -93,7 +93,8 @@ class MTAConfig(_Strict):
     layers: block indices of a decoder-only model (negative counts from the end; default last 4);
     encoder_layers / decoder_layers: the same for encoder-decoder (T5) models (default: last block).
     task_to_experts: task name -> its own expert indices (default: task i owns expert i mod E).
-    Stage-2 fields (num_shared_experts, gate, gate_hidden, gate_init_bias) are used by stage 2 only.
+    Stage-2 fields (num_shared_experts, gate, gate_hidden, gate_init_bias, gate_combine) are used by
+    stage 2 only.
     """
 
     expert: Literal["bottleneck", "ffn_copy", "lora"] = "bottleneck"
@@ -112,6 +113,7 @@ class MTAConfig(_Strict):
     gate: Literal["token", "pooled"] = "token"
     gate_hidden: int = Field(64, ge=1)
     gate_init_bias: float = 2.0
+    gate_combine: Literal["convex", "residual"] = "convex"
 
     @model_validator(mode="after")
     def _experts_in_range(self) -> MTAConfig:
@@ -149,13 +151,15 @@ class GenerateConfig(_Strict):
     """Generation for evaluation (`alter eval`, `alter predict`, the evaluation after training).
 
     label_match: how a generated text is matched to a classify/nli label set after normalisation
-    (case, whitespace, punctuation): `exact`, or `prefix` (the text may run on after the label).
+    (case, whitespace, punctuation): `exact`; `prefix` (the text may run on after the label); or
+    `search` (also a label named anywhere in the text as whole words, when it names exactly one:
+    "The topic of this article is sports." -> sports). See `evaluate.match_label`.
     """
 
     batch_size: int = Field(16, ge=1)
     max_new_tokens: int = Field(32, ge=1)
     num_beams: int = Field(1, ge=1)
-    label_match: Literal["prefix", "exact"] = "prefix"
+    label_match: Literal["exact", "prefix", "search"] = "prefix"
 
 
 class LoRABaselineConfig(_Strict):
@@ -203,6 +207,9 @@ class Stage2MTAConfig(_Strict):
     gate_init_bias: initial gate logit of the task path o₀ (the others start at 0, W₂ at zero), so
     g₀ = e^b / (e^b + M) at start; a large value (≥ 20 in float32) starts exactly on the task path
     (the stage-1 model) but leaves the shared experts almost no gradient.
+    gate_combine: `convex` (spec: y = g₀·o₀ + Σ_j g_j·o_j) or `residual` (y = o₀ + Σ_j g_j·o_j: the
+    stage-1 task mixture keeps weight 1, so stage 2 starts exactly at stage 1 for any
+    gate_init_bias; `MTALayer.add_shared_experts`).
     gate_regularizer: `none` (default), `load_balancing` (w·(M+1)·Σ_j ḡ_j², ḡ = mean gate weight over
     the batch's tokens, minimal for equal use; Fedus et al. 2021, arXiv:2101.03961 eq. 4 for dense
     weights) or `entropy` (−w·mean per-token entropy of g, against collapse onto one path).
@@ -212,6 +219,7 @@ class Stage2MTAConfig(_Strict):
     gate: Literal["token", "pooled"] = "token"
     gate_hidden: int = Field(64, ge=1)
     gate_init_bias: float = 2.0
+    gate_combine: Literal["convex", "residual"] = "convex"
     gate_regularizer: Literal["none", "load_balancing", "entropy"] = "none"
     gate_regularizer_weight: float = Field(0.01, ge=0)
 

@@ -74,31 +74,60 @@ def normalize_text(text: str) -> str:
     return _SPACES_RE.sub(" ", text).strip()
 
 
-def match_label(prediction: str, labels: Sequence[str], *, allow_prefix: bool = True) -> str | None:
+LABEL_MATCH_MODES = ("exact", "prefix", "search")
+
+
+def _label_at(norm: str, start: int, norm_label: str) -> bool:
+    """True when ``norm_label`` occurs in ``norm`` at ``start`` as whole words (word boundaries on
+    both sides: the text's ends, a space, or a CJK character on either side)."""
+    if not norm_label or not norm.startswith(norm_label, start):
+        return False
+    end = start + len(norm_label)
+    before = start == 0 or norm[start - 1] == " " or is_cjk(norm[start - 1]) or is_cjk(norm_label[0])
+    after = end == len(norm) or norm[end] == " " or is_cjk(norm[end]) or is_cjk(norm_label[-1])
+    return before and after
+
+
+def match_label(prediction: str, labels: Sequence[str], *, mode: str = "prefix") -> str | None:
     """Map a generated text onto a task's label set.
 
-    Exact match of the normalised texts first. With ``allow_prefix`` (default) a prediction that
-    *starts* with a normalised label followed by a word boundary (end, a space, or a CJK character
-    on either side) also matches, the longest such label winning; generation often runs on past the
-    label ("sport. The article ..."). Returns the label as written in ``labels``, or None when no
-    label matches (the prediction then counts as wrong).
+    mode ``exact``: the normalised text (:func:`normalize_text`) equals a normalised label.
+    ``prefix`` (default): exact, else the text *starts* with a label as whole words (generation often
+    runs on past the label: "sport. The article ..."); the longest such label wins.
+    ``search``: exact or prefix, else the labels that occur anywhere in the text as whole words
+    ("The topic of this article is sports."); matched only when exactly one distinct label occurs
+    (overlapping labels count once: "not entailment" hides the "entailment" inside it) — a text
+    naming two labels is ambiguous and left unmatched.
+    Returns the label as written in ``labels``, or None (the prediction then counts as wrong).
+
+    Raises:
+        ValueError: an unknown mode.
     """
+    if mode not in LABEL_MATCH_MODES:
+        raise ValueError(f"label match mode must be one of {', '.join(LABEL_MATCH_MODES)}, got {mode!r}")
     norm = normalize_text(prediction)
     normalized_labels = [(normalize_text(label), label) for label in labels]
     for norm_label, label in normalized_labels:
         if norm == norm_label:
             return label
-    if not allow_prefix:
+    if mode == "exact":
         return None
-    best: tuple[int, str] | None = None
+    prefixed = [(len(nl), label) for nl, label in normalized_labels if _label_at(norm, 0, nl)]
+    if prefixed:
+        return max(prefixed)[1]
+    if mode == "prefix":
+        return None
+    # search: every whole-word occurrence; a label inside a longer found label's span is dropped.
+    spans = []
     for norm_label, label in normalized_labels:
-        if not norm_label or not norm.startswith(norm_label):
-            continue
-        nxt = norm[len(norm_label)]
-        if nxt == " " or is_cjk(nxt) or is_cjk(norm_label[-1]):
-            if best is None or len(norm_label) > best[0]:
-                best = (len(norm_label), label)
-    return None if best is None else best[1]
+        start = norm.find(norm_label) if norm_label else -1
+        while start >= 0:
+            if _label_at(norm, start, norm_label):
+                spans.append((start, start + len(norm_label), label))
+            start = norm.find(norm_label, start + 1)
+    found = {label for s0, e0, label in spans
+             if not any(s1 <= s0 and e0 <= e1 and (e1 - s1) > (e0 - s0) for s1, e1, _ in spans)}
+    return found.pop() if len(found) == 1 else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,7 +140,7 @@ def classification_metrics(
     references: Sequence[str],
     labels: Sequence[str],
     *,
-    allow_prefix: bool = True,
+    label_match: str = "prefix",
 ) -> dict:
     """Accuracy and macro-F1 of generated texts against reference labels of a closed label set.
 
@@ -139,11 +168,11 @@ def classification_metrics(
     index = {label: i for i, label in enumerate(labels)}
     ref_ids = np.empty(len(references), dtype=np.int64)
     for i, ref in enumerate(references):
-        label = match_label(ref, labels, allow_prefix=False)
+        label = match_label(ref, labels, mode="exact")
         if label is None:
             raise ValueError(f"reference {ref!r} is not in the label set {list(labels)}")
         ref_ids[i] = index[label]
-    matched = [match_label(p, labels, allow_prefix=allow_prefix) for p in predictions]
+    matched = [match_label(p, labels, mode=label_match) for p in predictions]
     # Unmatched predictions get the id L (one past the label set): wrong for every reference.
     n_labels = len(labels)
     pred_ids = np.array([n_labels if m is None else index[m] for m in matched], dtype=np.int64)
@@ -228,7 +257,7 @@ def compute_metrics(
     predictions: Sequence[str],
     references: Sequence[str],
     *,
-    allow_prefix: bool = True,
+    label_match: str = "prefix",
 ) -> EvalReport:
     """Score N predictions grouped by task and average the task scores.
 
@@ -267,7 +296,7 @@ def compute_metrics(
         preds = [predictions[i] for i in idx]
         refs = [references[i] for i in idx]
         if spec.kind in LABEL_KINDS:
-            m = classification_metrics(preds, refs, spec.labels or (), allow_prefix=allow_prefix)
+            m = classification_metrics(preds, refs, spec.labels or (), label_match=label_match)
             matched = m.pop("matched")
             for i, label, ref in zip(idx, matched, refs, strict=True):
                 per_sample[i] = {"matched_label": label, "score": float(label is not None and
@@ -444,7 +473,7 @@ def evaluate_examples(
     batch_size: int = 16,
     max_new_tokens: int = 32,
     num_beams: int = 1,
-    allow_prefix: bool = True,
+    label_match: str = "prefix",
     accelerator=None,
     task_context: TaskContext | None = None,
     on_batch: Callable[[int], None] | None = None,
@@ -489,7 +518,7 @@ def evaluate_examples(
         raise RuntimeError(f"gathered {len(predictions)} predictions for {len(examples)} examples")
     preds = [predictions[i] for i in range(len(examples))]
     report = compute_metrics(
-        registry.tasks, [ex.task for ex in examples], preds, [ex.target for ex in examples], allow_prefix=allow_prefix
+        registry.tasks, [ex.task for ex in examples], preds, [ex.target for ex in examples], label_match=label_match
     )
     records = [
         {"index": i, "task": ex.task, "input": ex.input, "target": ex.target, "prediction": pred} | sample

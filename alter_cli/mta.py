@@ -257,6 +257,7 @@ class MTALayer(nn.Module):
         self.shared: BottleneckExperts | None = None
         self.gate_net: GateNetwork | None = None
         self.gate_mode = "token"
+        self.gate_combine = "convex"
         self.last_gate: torch.Tensor | None = None
         self.replaces_ffn = False  # set by inject.attach_mta
         self._routing: RoutingState | None = None
@@ -289,23 +290,34 @@ class MTALayer(nn.Module):
         hidden: int = 64,
         init_bias: float = 2.0,
         activation: str | None = None,
+        combine: str = "convex",
     ) -> None:
         """Add M shared bottleneck experts (zero-initialised up-projections) and the gate network.
 
         gate: "token" (gate per token, default) or "pooled" (one gate per sample from the mean over
         positions of the call; reused for single-token decoding steps in the same `task_context`).
-        Raises ValueError for M < 1, an unknown gate mode, or when shared experts already exist.
+        combine: how the gate weights g ∈ R^{M+1} mix the paths —
+          "convex" (spec, reference code): y = g₀·o₀ + Σ_j g_j·o_j;
+          "residual": y = o₀ + Σ_j g_j·o_j, the stage-1 task mixture kept at weight 1 and g₀ the
+          weight of "no shared expert". With zero-initialised shared experts the layer then starts
+          exactly at the stage-1 output for any init_bias, and a shared expert is not penalised for
+          taking weight from o₀ (with "convex" any weight moved off o₀ first shrinks the trained
+          stage-1 output, which drives g₀ → 1: see the README, "alter on BBC News: comparison").
+        Raises ValueError for M < 1, an unknown gate mode or combine, or when shared experts already exist.
         """
         if num_shared < 1:
             raise ValueError(f"num_shared must be >= 1, got {num_shared}")
         if gate not in ("token", "pooled"):
             raise ValueError(f"gate must be 'token' or 'pooled', got {gate!r}")
+        if combine not in ("convex", "residual"):
+            raise ValueError(f"combine must be 'convex' or 'residual', got {combine!r}")
         if self.shared is not None:
             raise ValueError("shared experts already added")
         dev = self.selector.device
         self.shared = BottleneckExperts(num_shared, self.d_model, rank or self.rank, activation or self.activation).to(dev)
         self.gate_net = GateNetwork(num_shared + 1, self.d_model, hidden, init_bias).to(dev)
         self.gate_mode = gate
+        self.gate_combine = combine
 
     def _gate(self, paths: torch.Tensor) -> torch.Tensor:
         """paths (N, ..., M+1, d) -> gate weights broadcastable to paths[..., :1]."""
@@ -343,7 +355,10 @@ class MTALayer(nn.Module):
         paths = torch.cat([o0.unsqueeze(-2), shared_out.to(o0.dtype)], dim=-2)
         g = self._gate(paths)
         self.last_gate = g.detach()
-        return (g.unsqueeze(-1).to(paths.dtype) * paths).sum(-2)
+        g = g.unsqueeze(-1).to(paths.dtype)
+        if self.gate_combine == "residual":  # y = o₀ + Σ_{j≥1} g_j o_j
+            return o0 + (g[..., 1:, :] * paths[..., 1:, :]).sum(-2)
+        return (g * paths).sum(-2)  # y = g₀ o₀ + Σ_{j≥1} g_j o_j
 
     def gate_stats(self) -> dict[str, float] | None:
         """Mean gate weight per path and mean entropy (nats) of the last forward, or None."""

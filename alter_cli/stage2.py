@@ -20,7 +20,7 @@ from .inject import add_shared_experts
 from .mta import MTALayer
 from .train import CheckpointError, ModelBundle, load_checkpoint
 
-STAGE2_MTA_FIELDS = ("num_shared_experts", "gate", "gate_hidden", "gate_init_bias")
+STAGE2_MTA_FIELDS = ("num_shared_experts", "gate", "gate_hidden", "gate_init_bias", "gate_combine")
 
 
 def stage2_mta_config(stage1: MTAConfig, options: Stage2MTAConfig) -> MTAConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import pytest
@@ -24,9 +25,31 @@ def test_normalize_and_match_label():
     assert ev.match_label("sport. The match was ...", labels) == "sport"
     assert ev.match_label("sports", labels) is None  # no word boundary after "sport"
     assert ev.match_label("Not entailment!", labels) == "not entailment"
-    assert ev.match_label("sport. more", labels, allow_prefix=False) is None
+    assert ev.match_label("sport. more", labels, mode="exact") is None
+    assert ev.match_label("The topic is sport.", labels) is None  # prefix mode: label not at the start
     assert ev.match_label("体育新闻", ["体育", "财经"]) == "体育"  # CJK: no spaces between words
     assert ev.match_label("", labels) is None
+
+
+def test_match_label_search_mode():
+    labels = ["sport", "tech", "not entailment", "entailment"]
+    search = functools.partial(ev.match_label, labels=labels, mode="search")
+    assert search("The topic of this article is Sport.") == "sport"
+    assert search("sport. more") == "sport"  # prefix still first
+    assert search("It is about sports and more") is None  # "sports" is not the word "sport"
+    assert search("Either sport or tech.") is None  # two labels named: ambiguous
+    assert search("sport, sport and sport") == "sport"  # one distinct label, several times
+    assert search("The answer: not entailment.") == "not entailment"  # not also "entailment"
+    assert search("It is entailment or not entailment") is None
+    assert search("no label here") is None
+    assert ev.match_label("这是体育新闻", ["体育", "财经"], mode="search") == "体育"
+    with pytest.raises(ValueError, match="label match mode"):
+        ev.match_label("sport", labels, mode="fuzzy")
+    # the metrics take the mode through
+    m = ev.classification_metrics(["It is sport.", "tech"], ["sport", "tech"], labels, label_match="search")
+    assert m["accuracy"] == 1.0 and m["n_unmatched"] == 0
+    m = ev.classification_metrics(["It is sport.", "tech"], ["sport", "tech"], labels)
+    assert m["accuracy"] == 0.5 and m["n_unmatched"] == 1
 
 
 def test_classification_metrics_hand_computed():

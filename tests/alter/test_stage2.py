@@ -182,3 +182,52 @@ def test_stage2_resumed_run_ends_with_same_weights_as_uninterrupted(stage1_ckpt,
     assert full.keys() == resumed.keys() and any(".gate_net." in k for k in full)
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
+
+
+def test_residual_gate_combine_starts_at_stage1_and_mixes_paths(stage1_ckpt):
+    """gate_combine residual: y = o₀ + Σ_j g_j o_j — exactly stage 1 at start for any gate bias, and
+    the layer output matches that formula once the shared experts and gate are non-trivial."""
+    ck = load_checkpoint(stage1_ckpt)
+    batch = _batch(ck.tokenizer, ck.registry)
+    ids = batch.pop("task_ids")
+    with torch.no_grad(), task_context(ck.model, ids):
+        stage1_logits = ck.model(**batch).logits
+    add_shared_experts(ck.model, ck.mta_config.model_copy(
+        update={"num_shared_experts": 2, "gate_init_bias": 0.0, "gate_combine": "residual"}))
+    with torch.no_grad(), task_context(ck.model, ids):
+        assert torch.equal(ck.model(**batch).logits, stage1_logits)  # g = (1/3, 1/3, 1/3), o_j = 0
+    layer = mta_layers(ck.model)[0]
+    torch.manual_seed(0)
+    torch.nn.init.normal_(layer.shared.up, std=0.1)
+    torch.nn.init.normal_(layer.gate_net.w2.weight, std=1.0)
+    x = torch.randn(2, 5, layer.d_model)
+    tids = ids[:2]
+    with torch.no_grad(), task_context(ck.model, tids):
+        y = layer(x)
+        o0 = layer.task_mixture(x, tids)
+        shared = layer.shared.expert_outputs(x)  # (2, 5, M, d)
+        paths = torch.cat([o0.unsqueeze(-2), shared], dim=-2)
+        g = layer.gate_net(paths)  # (2, 5, M+1)
+    torch.testing.assert_close(y, o0 + (g[..., 1:, None] * shared).sum(-2), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(y, (g[..., None] * paths).sum(-2), atol=1e-4)  # not the convex mixture
+
+
+def test_residual_stage2_trains_saves_and_reloads(stage1_ckpt, synthetic_jsonl, tmp_path):
+    cfg = _stage2_cfg(stage1_ckpt, synthetic_jsonl, {"gate_combine": "residual", "gate_init_bias": 0.0})
+    wiring = Stage2Wiring(cfg)
+    ex = _examples(synthetic_jsonl, load_checkpoint(stage1_ckpt).registry)
+    run_training(cfg, 2, train_examples=ex, out_dir=tmp_path / "s2", setup_model=wiring.setup_model,
+                 extra_loss=wiring.extra_loss)
+    wiring.close()
+    trained = wiring.bundle.model
+    assert all(layer.shared.up.abs().sum() > 0 for layer in mta_layers(trained))  # shared experts learnt
+    ck = load_checkpoint(tmp_path / "s2")
+    assert ck.mta_config.gate_combine == "residual"
+    assert all(layer.gate_combine == "residual" for layer in mta_layers(ck.model))
+    batch = _batch(ck.tokenizer, ck.registry)
+    ids = batch.pop("task_ids")
+    trained.eval()
+    with torch.no_grad(), task_context(ck.model, ids):
+        reloaded = ck.model(**batch).logits
+    with torch.no_grad(), task_context(trained, ids):
+        assert torch.equal(reloaded, trained(**batch).logits)
