@@ -158,8 +158,24 @@ def build_baseline(cfg: Any) -> tuple[ModelBundle, LoRAPlan]:
         }
         (folder / BASELINE_CONFIG).write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
 
+    def check_resumable(folder: Path) -> None:
+        meta = read_baseline_meta(folder)
+        if meta.get("method") != "lora":
+            raise CheckpointError(f"--resume: {str(folder)!r} is not a LoRA baseline checkpoint")
+        if (meta.get("base_model") or {}).get("config_hash") != loaded.ref.config_hash:
+            raise CheckpointError(f"--resume: {str(folder)!r} was trained on another base model "
+                                  f"({(meta.get('base_model') or {}).get('name')!r})")
+        if meta.get("registry") != registry.to_dict():
+            raise CheckpointError(f"--resume: {str(folder)!r} was trained with another task registry (tasks:)")
+        saved = meta.get("lora") or {}
+        for key in ("rank", "alpha", "dropout", "target_modules"):
+            now = list(getattr(plan, key)) if key == "target_modules" else getattr(plan, key)
+            if saved.get(key) != now:
+                raise CheckpointError(f"--resume: {str(folder)!r} was trained with another LoRA setting: "
+                                      f"{key} was {saved.get(key)!r}, now {now!r}")
+
     adapter = AdapterIO(is_param=is_lora_param, set_trainable=_lora_set_trainable, write=write,
-                        load=_load_lora_weights)
+                        load=_load_lora_weights, check_resumable=check_resumable)
     return ModelBundle(model, loaded.tokenizer, registry, None, loaded.ref, adapter), plan
 
 

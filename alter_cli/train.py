@@ -65,12 +65,15 @@ class AdapterIO:
     set_trainable(model) -> int: freeze all but the adapter; the number of trainable parameters.
     write(folder, model, step): the checkpoint files (weights + configs) into a fresh folder.
     load(folder, model): adapter weights back into the model (resume).
+    check_resumable(folder): before `--resume`, raise CheckpointError when the checkpoint in folder
+    was trained with another base model, task registry or adapter configuration.
     """
 
     is_param: Callable[[str], bool]
     set_trainable: Callable[[Any], int]
     write: Callable[[Path, Any, int], None]
     load: Callable[[Path, Any], None]
+    check_resumable: Callable[[Path], None]
 
 
 @dataclass
@@ -337,8 +340,6 @@ def load_backbone_weights(model: Any, weights_file: Path) -> None:
 def check_resumable(out_dir: Path, bundle: ModelBundle, stage: int, process_index: int = 0) -> None:
     """Before `--resume`: the checkpoint in `out_dir` must be complete and trained with the same
     base model, task registry, MTA config and stage as this run; CheckpointError naming the difference."""
-    from accelerate.utils import OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_WEIGHTS_NAME
-
     meta = _read_meta(out_dir)
     now = checkpoint_meta(bundle, stage, 0)
     for key, what in (("stage", "stage"), ("registry", "task registry (tasks:)"), ("mta_config", "MTA config (mta:)")):
@@ -351,6 +352,14 @@ def check_resumable(out_dir: Path, bundle: ModelBundle, stage: int, process_inde
     if (meta.get("base_model") or {}).get("config_hash") != now["base_model"]["config_hash"]:
         raise CheckpointError(f"--resume: {str(out_dir)!r} was trained on another base model "
                               f"({(meta.get('base_model') or {}).get('name')!r})")
+    check_state_complete(out_dir, process_index)
+
+
+def check_state_complete(out_dir: Path, process_index: int = 0) -> None:
+    """The accelerate state of `out_dir` (weights, optimizer, scheduler, sampler, this rank's RNG)
+    is all there; CheckpointError naming the first missing file otherwise."""
+    from accelerate.utils import OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_WEIGHTS_NAME
+
     state = out_dir / STATE_DIR
     needed = [SAFE_WEIGHTS_NAME, f"{OPTIMIZER_NAME}.bin", "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl",
               f"{RNG_STATE_NAME}_{process_index}.pkl"]
@@ -536,6 +545,9 @@ def run_training(
     if resume:
         if adapter is None:
             check_resumable(out_dir, bundle, stage, accelerator.process_index)
+        else:
+            adapter.check_resumable(out_dir)
+            check_state_complete(out_dir, accelerator.process_index)
         from safetensors import SafetensorError
 
         try:

@@ -18,7 +18,7 @@ from alter_cli.config import AlterConfig, LoRABaselineConfig
 from alter_cli.data import TaskRegistry, parse_jsonl
 from alter_cli.inject import attach_mta, set_trainable
 from alter_cli.sources.synthetic import make_jsonl
-from alter_cli.train import load_checkpoint, run_training
+from alter_cli.train import CheckpointError, load_checkpoint, run_training
 
 from .conftest import make_model, stage1_dict
 
@@ -199,6 +199,17 @@ def test_resumed_baseline_ends_with_same_weights_as_uninterrupted(tiny_llama_dir
     part = run_training(cfg, 0, train_examples=ex, out_dir=tmp_path / "part", setup_model=setup, stop_after=2)
     assert part.steps == 2
     mid = load_file(str(tmp_path / "part" / "adapter_model.safetensors"))
+    # --resume with another LoRA setting or a damaged state/ is refused before anything is touched
+    other = cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"rank": 3})})
+    with pytest.raises(CheckpointError, match=r"another LoRA setting: rank was \d+, now 3"):
+        run_training(other, 0, train_examples=ex, out_dir=tmp_path / "part", setup_model=setup, resume=True)
+    rng = tmp_path / "part" / "state" / "random_states_0.pkl"
+    saved_rng = rng.read_bytes()
+    rng.unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        run_training(cfg, 0, train_examples=ex, out_dir=tmp_path / "part", setup_model=setup, resume=True)
+    rng.write_bytes(saved_rng)
+    assert load_file(str(tmp_path / "part" / "adapter_model.safetensors")).keys() == mid.keys()
     res = run_training(cfg, 0, train_examples=ex, out_dir=tmp_path / "part", setup_model=setup, resume=True)
     assert res.steps == 4
     full = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))

@@ -105,15 +105,23 @@ def test_bbc_pipeline_smoke_with_embedded_model(tmp_path: Path):
                               "--set", "train.max_steps=2", "--set", "train.batch_size=2",
                               "--set", "train.warmup_steps=0", "--set", "train.log_every=1", "--set", "train.save_every=0"])
     assert res.exit_code == 0, res.output
+    lora = tmp_path / "lora"  # the PEFT LoRA baseline from the comparison's shared training config
+    res = runner.invoke(app, ["train-baseline", str(_shipped("bbc-compare-train.yaml")), "--out", str(lora),
+                              "--set", f"data.train={data / 'train.jsonl'}", "--set", "data.eval=null",
+                              "--set", "train.max_steps=2", "--set", "train.batch_size=2",
+                              "--set", "train.warmup_steps=0", "--set", "train.log_every=1", "--set", "train.save_every=0"])
+    assert res.exit_code == 0, res.output
+    # rank matched to MTA stage 1 on SmolLM2-135M: 59 · 12 projections · (576 + 1536) vs 1,487,420
+    assert "rank 59 (alpha 118)" in res.output and "1,495,296" in res.output and "1,487,420" in res.output
     ev = tmp_path / "eval"
     res = runner.invoke(app, ["eval", str(_shipped("bbc-eval.yaml")), "--out", str(ev), "--set", f"checkpoint={s2}",
-                              "--set", "compare=[zero-shot]", "--set", f"data.eval={data / 'test.jsonl'}",
+                              "--set", f"compare=[{lora}, zero-shot]", "--set", f"data.eval={data / 'test.jsonl'}",
                               "--max-new-tokens", "8"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert set(metrics) == {"stage2", "zero-shot"} and metrics["stage2"]["source"]["stage"] == 2
+    assert set(metrics) == {"stage2", "lora", "zero-shot"} and metrics["stage2"]["source"]["stage"] == 2
     for m in metrics.values():
         assert {t: (v["kind"], v["n"]) for t, v in m["tasks"].items()} == {
             "topic": ("classify", 2), "headline": ("generate", 2), "match": ("nli", 2)}
         assert m["macro_average"] == pytest.approx(sum(v["score"] for v in m["tasks"].values()) / 3)
-    assert (ev / "comparison.csv").read_text().splitlines()[0].split(",")[2:] == ["stage2", "zero-shot"]
+    assert (ev / "comparison.csv").read_text().splitlines()[0].split(",")[2:] == ["stage2", "lora", "zero-shot"]
