@@ -87,8 +87,9 @@ clean:
 # (README "alter on BBC News: comparison"; paths fixed by configs/alter/bbc-compare-*.yaml).
 .PHONY: compare
 compare: install-demo
-	$(VENV)/bin/alter data bbc --config configs/alter/bbc-data.yaml --max-body-chars 300 --max-validation 10 --max-test 10 --out runs/compare/data --overwrite
+	$(VENV)/bin/alter data bbc --config configs/alter/bbc-data.yaml --max-body-chars 300 --max-validation 60 --out runs/compare/data --overwrite
 	$(VENV)/bin/alter train-stage1 configs/alter/bbc-compare-train.yaml --out runs/compare/stage1 --overwrite
-	$(VENV)/bin/alter train-baseline configs/alter/bbc-compare-train.yaml --out runs/compare/lora --overwrite
-	$(VENV)/bin/alter train-stage2 configs/alter/bbc-compare-stage2.yaml --out runs/compare/stage2 --overwrite
+	$(VENV)/bin/alter train-baseline configs/alter/bbc-compare-train.yaml --out runs/compare/lora --set train.max_steps=300 --overwrite
+	$(VENV)/bin/alter train-stage2 configs/alter/bbc-compare-stage2.yaml --out runs/compare/stage2-residual --overwrite
+	$(VENV)/bin/alter train-stage2 configs/alter/bbc-compare-stage2.yaml --out runs/compare/stage2-convex --set mta.gate_combine=convex --set mta.gate_init_bias=2.0 --overwrite
 	$(VENV)/bin/alter eval configs/alter/bbc-compare-eval.yaml --out runs/compare/eval --overwrite

@@ -185,6 +185,25 @@ def test_shipped_compare_config_loads_for_both_methods():
     assert cfg.lora.rank is None and [t.name for t in cfg.tasks] == ["topic", "headline", "match"]
 
 
+def test_shipped_compare_configs_chain_one_run_folder():
+    """data -> stage1 / lora -> stage2 (residual, convex) -> eval all point into runs/compare."""
+    from alter_cli.cli import _eval_config, load_config
+    from alter_cli.config import Stage2Config
+
+    run = (ROOT / "runs" / "compare").resolve()
+    alter_dir = ROOT / "configs" / "alter"
+    s1 = load_config(alter_dir / "bbc-compare-train.yaml", [])
+    s2 = load_config(alter_dir / "bbc-compare-stage2.yaml", [], Stage2Config)
+    ev = _eval_config(alter_dir / "bbc-compare-eval.yaml", [], {})
+    assert Path(s1.data.train).resolve() == Path(s2.data.train).resolve() == run / "data" / "train.jsonl"
+    assert (alter_dir / s2.stage1).resolve() == run / "stage1"
+    assert s2.mta.gate_combine == "residual" and s2.train.learning_rate == s1.train.learning_rate
+    assert Path(ev.checkpoint).resolve() == run / "stage2-residual"
+    assert [c if c == "zero-shot" else Path(c).resolve() for c in ev.compare] == [
+        run / "stage2-convex", run / "stage1", run / "lora", "zero-shot"]
+    assert Path(ev.data.eval).resolve() == run / "data" / "test.jsonl" and ev.generation.label_match == "search"
+
+
 def test_resumed_baseline_ends_with_same_weights_as_uninterrupted(tiny_llama_dir, synthetic_jsonl, tmp_path):
     from safetensors.torch import load_file
 
