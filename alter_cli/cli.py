@@ -6,6 +6,7 @@ Every error a user can cause is reported as one line on stderr with exit code 2.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import sys
@@ -110,6 +111,14 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool, state: Any) -> Non
     state.wait_for_everyone()
 
 
+def silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null (after the reader of a pipe has gone), so that later
+    prints and the interpreter's exit-time flush do not fail with BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 class StepReporter:
     """Progress: a rich bar (loss + per-task selector weights) on a TTY, a plain line per log step
     otherwise; every logged step also goes to `train_log.jsonl` records (kept in memory)."""
@@ -139,8 +148,11 @@ class StepReporter:
         if self.progress is not None:
             self.progress.update(self.task, completed=rec["step"], info=self.describe(rec))
         elif rec.get("log"):
-            typer.echo(f"step {rec['step']}/{rec['max_steps']} {self.describe(rec)}")
-            sys.stdout.flush()
+            try:
+                typer.echo(f"step {rec['step']}/{rec['max_steps']} {self.describe(rec)}")
+                sys.stdout.flush()
+            except BrokenPipeError:  # stdout closed (`| head`): keep training, print nothing more
+                silence_stdout()
 
     def close(self) -> None:
         if self.progress is not None:

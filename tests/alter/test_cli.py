@@ -129,3 +129,20 @@ def test_two_process_ddp_run_with_batches_missing_tasks(tiny_llama_dir, syntheti
     assert "on 2 process(es)" in proc.stdout
     assert {p.name for p in (out / "state").glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert json.loads((out / "adapter_config.json").read_text())["step"] == 3
+
+
+def test_training_survives_a_closed_stdout_pipe(tiny_llama_dir, synthetic_jsonl, tmp_path):
+    """`alter train-stage1 ... | head -1`: the reader goes away after the first line; training goes
+    on to the end and writes its checkpoint (exit 0), printing nothing more."""
+    cfg = _write_cfg(tmp_path / "c.yaml", stage1_dict(tiny_llama_dir, synthetic_jsonl, max_steps=6, log_every=1))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "alter_cli", "train-stage1", str(cfg), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=240)
+    assert first.startswith("step 1/6"), first
+    assert proc.returncode == 0, err[-2000:]
+    assert "BrokenPipe" not in err
+    assert json.loads((out / "adapter_config.json").read_text())["step"] == 6
