@@ -140,7 +140,8 @@ class StepReporter:
         alpha = " ".join(f"{k}={v:.2f}" for k, v in rec.get("alpha", {}).items())
         gate = " ".join(f"{k}={v:.2f}" for k, v in rec.items() if k.startswith("gate_"))
         loss = rec.get("loss", rec.get("loss_micro"))
-        return f"loss={loss:.4f} lr={rec['lr']:.2e} alpha_own[{alpha}]" + (f" {gate}" if gate else "")
+        return f"loss={loss:.4f} lr={rec['lr']:.2e}" + (f" alpha_own[{alpha}]" if alpha else "") + (
+            f" {gate}" if gate else "")
 
     def __call__(self, rec: dict[str, Any]) -> None:
         if rec.get("log"):
@@ -234,7 +235,7 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
         typer.echo(f"{'lora baseline' if stage == 0 else f'stage {stage}'}: {result.steps} steps in {result.seconds:.1f} s on {result.num_processes} "
                    f"process(es), final loss "
                    f"{result.final_loss if result.final_loss is None else round(result.final_loss, 4)}; "
-                   f"alpha_own [{alpha}]; checkpoint {out}")
+                   + (f"alpha_own [{alpha}]; " if alpha else "") + f"checkpoint {out}")
     if eval_examples is not None:
         bundle = built["bundle"]
         bundle.model.eval()

@@ -102,6 +102,7 @@ def lora_run(tiny_llama_dir, synthetic_jsonl, tmp_path_factory) -> dict[str, Pat
     assert res.exit_code == 0, res.output
     assert "lora baseline: rank" in res.stdout and "MTA stage 1 with the same mta section" in res.stdout
     assert "eval: macro average" in res.stdout
+    assert "lora baseline: 4 steps" in res.stdout and "loss=" in res.stdout and "alpha_own" not in res.stdout
     return {"root": root, "lora": root / "lora", "eval": eval_data, "cfg": root / "cfg.yaml"}
 
 
