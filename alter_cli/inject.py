@@ -139,6 +139,8 @@ def attach_mta(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry) 
     task_to_experts = default_task_to_experts(registry, cfg.num_experts, cfg.task_to_experts)
     d_model = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
     layers = []
+    names = {id(m): n for n, m in model.named_modules()}
+    encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     for ffn_module in ffn_modules(model, cfg):
         ref = ffn_module  # closure keeps the live module, so lora reads current (moved) weights
 
@@ -151,6 +153,7 @@ def attach_mta(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry) 
             activation=cfg.activation, temperature=cfg.temperature, own_init=cfg.own_init,
             other_init=cfg.other_init, ffn=get_ffn(), get_ffn=get_ffn,
         ).to(device=p.device)
+        layer.reads_attention_mask = not (encoder_decoder and names[id(ffn_module)].startswith("decoder."))
         ffn_module.add_module(MTA_PREFIX, layer)
         if cfg.placement == "replace" or cfg.expert == "lora":
             ffn_module.forward = types.MethodType(_replace_forward, ffn_module)

@@ -194,6 +194,17 @@ class RoutingState:
             raise ValueError(f"task_ids must have shape (B,), got {tuple(task_ids.shape)}")
         self.task_ids = task_ids.long()
         self.pooled_gates: dict[int, torch.Tensor] = {}
+        self.token_mask: torch.Tensor | None = None  # (B, L) attention mask of the last model call
+
+    def mask_for(self, n: int, length: int) -> torch.Tensor | None:
+        """The attention mask as (n, length) for a hidden batch of n rows (beams: repeat_interleave),
+        or None when there is none or it does not fit (e.g. a T5 decoder's own positions)."""
+        m = self.token_mask
+        if m is None or m.dim() != 2:
+            return None
+        if m.shape[0] != n and m.shape[0] > 0 and n % m.shape[0] == 0:
+            m = m.repeat_interleave(n // m.shape[0], 0)
+        return m if tuple(m.shape) == (n, length) else None
 
     def ids_for(self, n: int) -> torch.Tensor:
         """Task ids for a hidden batch of n rows: B, or k·B under beam search (repeat_interleave)."""
@@ -260,6 +271,7 @@ class MTALayer(nn.Module):
         self.gate_combine = "convex"
         self.last_gate: torch.Tensor | None = None
         self.replaces_ffn = False  # set by inject.attach_mta
+        self.reads_attention_mask = True  # False in a T5 decoder (the mask is the encoder's); set by attach_mta
         self._routing: RoutingState | None = None
 
     # -- stage 1 ---------------------------------------------------------------------------------
@@ -295,7 +307,9 @@ class MTALayer(nn.Module):
         """Add M shared bottleneck experts (zero-initialised up-projections) and the gate network.
 
         gate: "token" (gate per token, default) or "pooled" (one gate per sample from the mean over
-        positions of the call; reused for single-token decoding steps in the same `task_context`).
+        the real tokens of the call — the model call's attention mask, caught by `task_context`;
+        all positions in a T5 decoder — reused for single-token decoding steps in the same
+        `task_context`).
         combine: how the gate weights g ∈ R^{M+1} mix the paths —
           "convex" (spec, reference code): y = g₀·o₀ + Σ_j g_j·o_j;
           "residual": y = o₀ + Σ_j g_j·o_j, the stage-1 task mixture kept at weight 1 and g₀ the
@@ -331,10 +345,22 @@ class MTALayer(nn.Module):
             g = routing.pooled_gates[key]
             g = g.repeat_interleave(paths.shape[0] // g.shape[0], 0) if g.shape[0] != paths.shape[0] else g
         else:
-            g = self.gate_net(paths.mean(dim=seq_dims) if seq_dims else paths)
+            g = self.gate_net(self._pool(paths, seq_dims) if seq_dims else paths)
             if routing is not None:
                 routing.pooled_gates[key] = g
         return g.reshape(g.shape[0], *([1] * len(seq_dims)), g.shape[-1])
+
+    def _pool(self, paths: torch.Tensor, seq_dims: tuple[int, ...]) -> torch.Tensor:
+        """Mean of paths (N, L, M+1, d) over the real tokens of each sample (the model call's attention
+        mask, when this layer reads it and it fits), else over all positions -> (N, M+1, d)."""
+        routing = self._routing
+        mask = None
+        if routing is not None and self.reads_attention_mask and len(seq_dims) == 1:
+            mask = routing.mask_for(paths.shape[0], paths.shape[1])
+        if mask is None:
+            return paths.mean(dim=seq_dims)
+        w = mask.to(device=paths.device, dtype=paths.dtype)
+        return (paths * w[:, :, None, None]).sum(1) / w.sum(1).clamp_min(1.0)[:, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._routing is None:
@@ -390,8 +416,19 @@ def task_context(model: nn.Module, task_ids: torch.Tensor) -> Iterator[RoutingSt
     previous = [layer._routing for layer in layers]
     for layer in layers:
         layer._routing = state
+
+    def keep_mask(_module: nn.Module, _args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("attention_mask")
+        state.token_mask = mask if isinstance(mask, torch.Tensor) else None
+
+    hooked = [model]
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        hooked.append(model.get_encoder())  # generate() calls the encoder directly
+    handles = [m.register_forward_pre_hook(keep_mask, with_kwargs=True) for m in hooked]
     try:
         yield state
     finally:
+        for handle in handles:
+            handle.remove()
         for layer, prev in zip(layers, previous, strict=True):
             layer._routing = prev

@@ -231,3 +231,59 @@ def test_residual_stage2_trains_saves_and_reloads(stage1_ckpt, synthetic_jsonl, 
         reloaded = ck.model(**batch).logits
     with torch.no_grad(), task_context(trained, ids):
         assert torch.equal(reloaded, trained(**batch).logits)
+
+
+def _pooled_stage2(model, mta_config, seed: int = 0):
+    add_shared_experts(model, mta_config.model_copy(update={"num_shared_experts": 2, "gate": "pooled"}))
+    torch.manual_seed(seed)
+    for layer in mta_layers(model):  # a gate and shared experts that are far from their start
+        torch.nn.init.normal_(layer.shared.up, std=1.0)
+        torch.nn.init.normal_(layer.gate_net.w2.weight, std=3.0)
+    return model
+
+
+def test_pooled_gate_ignores_padding(stage1_ckpt):
+    """The pooled gate averages over real tokens only: a padded batch gives each sample the gate and
+    the output it gets alone (left padding in generation, right padding in training)."""
+    ck = load_checkpoint(stage1_ckpt)
+    model = _pooled_stage2(ck.model, ck.mta_config)
+    prompts = ev.encode_prompts(ck.tokenizer, ["abcabcabca", "dd", "abc", "eeddaab"], False)
+    task_ids = [0, 2, 1, 3]
+    for left in (True, False):
+        ids, mask = ev.pad_prompts(prompts, ck.tokenizer.pad_token_id, left=left)
+        with torch.no_grad(), task_context(model, torch.tensor(task_ids)):
+            model(input_ids=ids, attention_mask=mask)
+            batched = [layer.last_gate.clone() for layer in mta_layers(model)]
+        for i, (p, t) in enumerate(zip(prompts, task_ids, strict=True)):
+            with torch.no_grad(), task_context(model, torch.tensor([t])):
+                model(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long))
+                for g_batch, layer in zip(batched, mta_layers(model), strict=True):
+                    torch.testing.assert_close(g_batch[i], layer.last_gate[0], rtol=1e-5, atol=1e-6)
+    kw = dict(max_new_tokens=5, num_beams=2)
+    batched_text = ev.generate_texts(model, ck.tokenizer, prompts, task_ids, batch_size=4, **kw)
+    single = [ev.generate_texts(model, ck.tokenizer, [p], [t], batch_size=1, **kw)[0]
+              for p, t in zip(prompts, task_ids, strict=True)]
+    assert batched_text == single
+
+
+def test_pooled_gate_t5_encoder_ignores_padding(tiny_t5_dir, synthetic_jsonl):
+    from alter_cli.inject import attach_mta
+    from alter_cli.models import load_base_model
+
+    cfg = AlterConfig.model_validate(stage1_dict(tiny_t5_dir, synthetic_jsonl))
+    registry = TaskRegistry.from_config(cfg.tasks)
+    loaded = load_base_model(str(tiny_t5_dir))
+    model = loaded.model.eval()
+    attach_mta(model, cfg.mta, registry)
+    assert [layer.reads_attention_mask for layer in mta_layers(model)] == [True, False]  # encoder, decoder
+    model = _pooled_stage2(model, cfg.mta)
+    encoder_layer = mta_layers(model)[0]
+    prompts = [[5, 6, 7, 8, 9, 1], [10, 11, 1]]
+    ids, mask = ev.pad_prompts(prompts, 0, left=False)
+    with torch.no_grad(), task_context(model, torch.tensor([0, 1])):
+        model.get_encoder()(input_ids=ids, attention_mask=mask)  # as generate() calls it
+        g_batch = encoder_layer.last_gate.clone()
+    for i, p in enumerate(prompts):
+        with torch.no_grad(), task_context(model, torch.tensor([i])):
+            model.get_encoder()(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long))
+            torch.testing.assert_close(g_batch[i], encoder_layer.last_gate[0], rtol=1e-5, atol=1e-6)
