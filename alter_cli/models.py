@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,12 +120,19 @@ def _load_pretrained(path_or_id: str, gguf_file: str | None, what: str) -> tuple
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelLoadError(f"{what}: cannot read the model config ({first})") from None
     model_type = _check_type(getattr(cfg, "model_type", None), what)
+    # transformers' GGUF conversion draws a plain tqdm bar: one endless \r-line in a log file
+    quiet_tqdm = gguf_file is not None and not sys.stderr.isatty() and "TQDM_DISABLE" not in os.environ
+    if quiet_tqdm:
+        os.environ["TQDM_DISABLE"] = "1"
     try:
         model = _auto_classes(model_type).from_pretrained(path_or_id, dtype="float32", **kw)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kw)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelLoadError(f"{what}: cannot load model/tokenizer ({first})") from None
+    finally:
+        if quiet_tqdm:
+            del os.environ["TQDM_DISABLE"]
     return model, tokenizer
 
 

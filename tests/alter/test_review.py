@@ -278,3 +278,36 @@ def test_default_model_cache_drops_gguf_quantization_config(tmp_path, monkeypatc
     cfg = json.loads((target / "config.json").read_text())
     assert "quantization_config" not in cfg
     assert (target / "model.safetensors").is_file()
+
+
+def test_gguf_conversion_bar_is_silenced_off_a_terminal(monkeypatch):
+    """transformers' GGUF de-quantisation draws a plain tqdm bar (one endless \\r-line in a log):
+    off a terminal _load_pretrained sets TQDM_DISABLE for the load only."""
+    import io
+    import os
+    import sys
+
+    import transformers
+    from transformers import LlamaConfig
+
+    from alter_cli import models
+
+    seen = {}
+
+    class FakeAuto:
+        @staticmethod
+        def from_pretrained(*a, **k):
+            seen["tqdm_disable"] = os.environ.get("TQDM_DISABLE")
+            seen["gguf_file"] = k.get("gguf_file")
+            return "model"
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: LlamaConfig())
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: "tok")
+    monkeypatch.setattr(models, "_auto_classes", lambda model_type: FakeAuto)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert models._load_pretrained("/some/dir", "m.gguf", "model") == ("model", "tok")
+    assert seen == {"tqdm_disable": "1", "gguf_file": "m.gguf"}
+    assert "TQDM_DISABLE" not in os.environ  # restored after the load
+    models._load_pretrained("/some/dir", None, "model")  # a plain folder: bars left alone
+    assert seen["tqdm_disable"] is None
