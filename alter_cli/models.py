@@ -9,6 +9,7 @@ $XDG_CACHE_HOME/alter (default ~/.cache/alter), written to a temporary folder an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -121,9 +122,11 @@ def _load_pretrained(path_or_id: str, gguf_file: str | None, what: str) -> tuple
         raise ModelLoadError(f"{what}: cannot read the model config ({first})") from None
     model_type = _check_type(getattr(cfg, "model_type", None), what)
     # transformers' GGUF conversion draws a plain tqdm bar: one endless \r-line in a log file
-    quiet_tqdm = gguf_file is not None and not sys.stderr.isatty() and "TQDM_DISABLE" not in os.environ
-    if quiet_tqdm:
-        os.environ["TQDM_DISABLE"] = "1"
+    quiet = gguf_file is not None and not sys.stderr.isatty()
+    gguf_utils = _gguf_utils_module() if quiet else None
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
         model = _auto_classes(model_type).from_pretrained(path_or_id, dtype="float32", **kw)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kw)
@@ -131,9 +134,18 @@ def _load_pretrained(path_or_id: str, gguf_file: str | None, what: str) -> tuple
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelLoadError(f"{what}: cannot load model/tokenizer ({first})") from None
     finally:
-        if quiet_tqdm:
-            del os.environ["TQDM_DISABLE"]
+        if bar is not None:
+            gguf_utils.tqdm = bar
     return model, tokenizer
+
+
+def _gguf_utils_module() -> Any:
+    """transformers' GGUF loading module (its module-level `tqdm` draws the conversion bar), or None."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        return None
+    return gguf_utils
 
 
 def _default_cached_dir() -> Path:

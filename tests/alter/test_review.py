@@ -282,32 +282,31 @@ def test_default_model_cache_drops_gguf_quantization_config(tmp_path, monkeypatc
 
 def test_gguf_conversion_bar_is_silenced_off_a_terminal(monkeypatch):
     """transformers' GGUF de-quantisation draws a plain tqdm bar (one endless \\r-line in a log):
-    off a terminal _load_pretrained sets TQDM_DISABLE for the load only."""
+    off a terminal _load_pretrained silences it for the load only."""
     import io
-    import os
     import sys
 
     import transformers
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import LlamaConfig
 
     from alter_cli import models
 
-    seen = {}
+    err = io.StringIO()
+    original = gguf_utils.tqdm
 
     class FakeAuto:
         @staticmethod
         def from_pretrained(*a, **k):
-            seen["tqdm_disable"] = os.environ.get("TQDM_DISABLE")
-            seen["gguf_file"] = k.get("gguf_file")
+            for _ in gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...", file=err):
+                pass
             return "model"
 
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: LlamaConfig())
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: "tok")
     monkeypatch.setattr(models, "_auto_classes", lambda model_type: FakeAuto)
-    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
     assert models._load_pretrained("/some/dir", "m.gguf", "model") == ("model", "tok")
-    assert seen == {"tqdm_disable": "1", "gguf_file": "m.gguf"}
-    assert "TQDM_DISABLE" not in os.environ  # restored after the load
+    assert err.getvalue() == "" and gguf_utils.tqdm is original  # silent, and restored
     models._load_pretrained("/some/dir", None, "model")  # a plain folder: bars left alone
-    assert seen["tqdm_disable"] is None
+    assert "de-quantizing" in err.getvalue()
