@@ -447,6 +447,50 @@ class EvalResult:
     records: list[dict]
 
 
+def paired_bootstrap(
+    first: EvalResult,
+    other: EvalResult,
+    *,
+    n_resamples: int = 5000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> list[dict]:
+    """Paired bootstrap of the score difference first − other, per task and for the macro average.
+
+    Both results must score the same samples (same indices and tasks, in the same order). Each of the
+    ``n_resamples`` draws resamples the samples of every task with replacement (stratified by task,
+    the same draw for both sources: paired), giving Δ_t = mean_a − mean_b per task and the macro
+    Δ = mean over tasks of Δ_t; the interval is the percentile interval of those draws (Efron &
+    Tibshirani 1993, ch. 13). Seeded: the same inputs give the same interval.
+
+    Returns one dict per task (first-seen order) and a last one for ``macro_average``: task,
+    difference (on the full sample), ci_low, ci_high.
+
+    Raises:
+        ValueError: the results score different samples, or n_resamples < 1, or confidence not in (0, 1).
+    """
+    if n_resamples < 1 or not 0.0 < confidence < 1.0:
+        raise ValueError(f"need n_resamples >= 1 and 0 < confidence < 1, got {n_resamples}, {confidence}")
+    key_a = [(r["index"], r["task"]) for r in first.records]
+    if key_a != [(r["index"], r["task"]) for r in other.records]:
+        raise ValueError("paired bootstrap: the two results score different samples")
+    tasks = list(dict.fromkeys(r["task"] for r in first.records))
+    rng = np.random.default_rng(seed)
+    alpha = (1.0 - confidence) / 2.0
+    rows, draws = [], []
+    for task in tasks:
+        rows_t = [i for i, r in enumerate(first.records) if r["task"] == task]
+        diff = np.array([first.records[i]["score"] - other.records[i]["score"] for i in rows_t], dtype=np.float64)
+        boot = diff[rng.integers(0, len(diff), size=(n_resamples, len(diff)))].mean(axis=1)
+        draws.append(boot)
+        rows.append({"task": task, "difference": float(diff.mean()),
+                     "ci_low": float(np.quantile(boot, alpha)), "ci_high": float(np.quantile(boot, 1 - alpha))})
+    macro = np.mean(draws, axis=0)
+    rows.append({"task": "macro_average", "difference": float(np.mean([r["difference"] for r in rows])),
+                 "ci_low": float(np.quantile(macro, alpha)), "ci_high": float(np.quantile(macro, 1 - alpha))})
+    return rows
+
+
 def encode_prompts(
     tokenizer, inputs: Sequence[str], is_seq2seq: bool, prompt_format: str = "auto", max_length: int = 512
 ) -> list[list[int]]:

@@ -1,8 +1,9 @@
 """Evaluation outputs of `alter`: metrics.json, metrics.csv, predictions.jsonl and rich tables.
 
 One evaluated source (a checkpoint or the zero-shot base model) writes its three files into the
-output folder; several (`alter eval --compare`) write one sub-folder each plus comparison.csv and a
-metrics.json holding all of them. The folder is assembled under a temporary name and renamed, so an
+output folder; several (`alter eval --compare`) write one sub-folder each plus comparison.csv, a
+metrics.json holding all of them, and comparison_ci.csv (the first source minus each other one, per
+task and macro average, with a 95 % paired-bootstrap interval). The folder is assembled under a temporary name and renamed, so an
 interrupted run leaves no half-written output.
 """
 
@@ -58,6 +59,19 @@ def comparison_rows(results: Mapping[str, EvalResult]) -> list[dict[str, Any]]:
     return rows
 
 
+CI_COLUMNS = ("source", "versus", "task", "difference", "ci_low", "ci_high")
+
+
+def bootstrap_rows(results: Mapping[str, EvalResult]) -> list[dict[str, Any]]:
+    """The first source against each other one: score difference per task and macro average with
+    its 95 % paired-bootstrap interval (`evaluate.paired_bootstrap`, 5,000 resamples, seed 0)."""
+    from .evaluate import paired_bootstrap
+
+    (first, res0), *others = results.items()
+    return [{"source": first, "versus": label} | row
+            for label, res in others for row in paired_bootstrap(res0, res)]
+
+
 def source_labels(sources: list[str]) -> list[str]:
     """Folder/column names of the sources: `zero-shot` or the checkpoint folder's name, made unique."""
     labels: list[str] = []
@@ -101,6 +115,7 @@ def eval_files(results: Mapping[str, EvalResult], metas: Mapping[str, dict[str, 
     for label, res in results.items():
         files |= {f"{label}/{name}": text for name, text in source_files(res, metas[label]).items()}
     files["comparison.csv"] = _csv(comparison_rows(results), ["task", "kind", *results])
+    files["comparison_ci.csv"] = _csv(bootstrap_rows(results), CI_COLUMNS)
     summary = {label: res.report.to_dict() | {"source": metas[label]} for label, res in results.items()}
     files["metrics.json"] = json.dumps(summary, sort_keys=True, indent=2) + "\n"
     return files

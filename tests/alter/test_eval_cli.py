@@ -97,6 +97,16 @@ def test_eval_compare_checkpoints_and_zero_shot(runs, tmp_path):
         assert float(rows[-1][label]) == pytest.approx(summary[label]["macro_average"], abs=1e-6)
         assert (out / label / "predictions.jsonl").is_file()
     assert summary["zero-shot"]["source"]["source"] == "zero-shot"
+    ci = list(csv.DictReader((out / "comparison_ci.csv").open()))  # s1 minus each other source
+    assert list(ci[0]) == ["source", "versus", "task", "difference", "ci_low", "ci_high"]
+    assert [(r["source"], r["versus"]) for r in ci] == [("s1", "s2")] * 5 + [("s1", "zero-shot")] * 5
+    for r in ci:
+        if r["task"] == "macro_average":
+            expected = summary["s1"]["macro_average"] - summary[r["versus"]]["macro_average"]
+        else:
+            expected = summary["s1"]["tasks"][r["task"]]["score"] - summary[r["versus"]]["tasks"][r["task"]]["score"]
+        assert float(r["difference"]) == pytest.approx(expected, abs=1e-6)
+        assert float(r["ci_low"]) <= float(r["difference"]) + 1e-9 and float(r["difference"]) <= float(r["ci_high"]) + 1e-9
     res = runner.invoke(app, ["eval", "--checkpoint", str(runs["s1"]), "--data", str(runs["eval"]), "--out", str(out)])
     _one_line_error(res, "exists", "--overwrite")
 

@@ -182,3 +182,33 @@ def test_seq2seq_batched_generation_equals_one_at_a_time():
     batched = ev.generate_texts(model, tokenizer, prompts, [0, 1, 0], batch_size=3, **kw)
     single = [ev.generate_texts(model, tokenizer, [p], [0], batch_size=1, **kw)[0] for p in prompts]
     assert batched == single and any(single)
+
+
+def _result(tasks, scores):
+    records = [{"index": i, "task": t, "score": float(x)} for i, (t, x) in enumerate(zip(tasks, scores, strict=True))]
+    return ev.EvalResult(report=None, records=records)
+
+
+def test_paired_bootstrap_exact_cases_and_normal_limit():
+    tasks = ["a"] * 4 + ["b"] * 4
+    same = _result(tasks, [1, 0, 1, 0, 0.5, 0.2, 0.9, 0.1])
+    rows = ev.paired_bootstrap(same, same, n_resamples=200)
+    assert [r["task"] for r in rows] == ["a", "b", "macro_average"]
+    assert all(r["difference"] == r["ci_low"] == r["ci_high"] == 0.0 for r in rows)  # identical systems
+    ones, zeros = _result(tasks, [1] * 8), _result(tasks, [0, 0, 0, 0, 0.25, 0.25, 0.25, 0.25])
+    rows = ev.paired_bootstrap(ones, zeros, n_resamples=200)
+    assert rows[0] == {"task": "a", "difference": 1.0, "ci_low": 1.0, "ci_high": 1.0}  # constant differences
+    assert rows[1]["difference"] == rows[1]["ci_low"] == rows[1]["ci_high"] == pytest.approx(0.75)
+    assert rows[2]["difference"] == pytest.approx(0.875)
+    # large n: the percentile interval approaches mean ± 1.96 sd/√n of the paired differences
+    rng = np.random.default_rng(1)
+    n = 2000
+    a, b = rng.random(n) < 0.7, rng.random(n) < 0.6
+    rows = ev.paired_bootstrap(_result(["t"] * n, a), _result(["t"] * n, b), n_resamples=4000, seed=3)
+    d = a.astype(float) - b.astype(float)
+    half = 1.959964 * d.std(ddof=1) / np.sqrt(n)
+    assert rows[0]["difference"] == pytest.approx(d.mean())
+    assert rows[0]["ci_high"] - rows[0]["ci_low"] == pytest.approx(2 * half, rel=0.08)
+    assert ev.paired_bootstrap(_result(["t"] * n, a), _result(["t"] * n, b), n_resamples=4000, seed=3) == rows
+    with pytest.raises(ValueError, match="different samples"):
+        ev.paired_bootstrap(same, _result(tasks[::-1], [0] * 8))
