@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from . import __version__
 from .config import MTAConfig
@@ -342,6 +343,11 @@ def check_resumable(out_dir: Path, bundle: ModelBundle, stage: int, process_inde
     base model, task registry, MTA config and stage as this run; CheckpointError naming the difference."""
     meta = _read_meta(out_dir)
     now = checkpoint_meta(bundle, stage, 0)
+    if isinstance(meta.get("mta_config"), dict):  # fields added since (e.g. gate_combine) take their defaults
+        try:
+            meta["mta_config"] = MTAConfig.model_validate(meta["mta_config"]).model_dump(mode="json")
+        except ValidationError:
+            pass  # reported below as a different MTA config
     for key, what in (("stage", "stage"), ("registry", "task registry (tasks:)"), ("mta_config", "MTA config (mta:)")):
         if meta.get(key) != now[key]:
             diff = ""

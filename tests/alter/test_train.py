@@ -99,6 +99,11 @@ def test_resumed_run_ends_with_same_weights_as_uninterrupted(tiny_llama_dir, syn
     part = run_training(cfg, 1, train_examples=ex, out_dir=tmp_path / "part", stop_after=3)
     assert part.steps == 3
     mid = load_file(str(tmp_path / "part" / ADAPTER_WEIGHTS))
+    # a checkpoint written before an MTA config field existed (gate_combine) still resumes
+    meta_file = tmp_path / "part" / "adapter_config.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["mta_config"]["gate_combine"]
+    meta_file.write_text(json.dumps(meta))
     res = run_training(cfg, 1, train_examples=ex, out_dir=tmp_path / "part", resume=True)
     assert res.steps == 6
     full, resumed = load_file(str(tmp_path / "full" / ADAPTER_WEIGHTS)), load_file(str(tmp_path / "part" / ADAPTER_WEIGHTS))
