@@ -98,6 +98,18 @@ class Example:
     task: str
 
 
+def json_object_line(line: str, where: str, hint: str = "") -> dict:
+    """One JSON Lines line as a dict; DataError `where: malformed JSON (...)` (+ hint) or
+    `where: expected a JSON object, got <type>`."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: malformed JSON ({exc.msg}){hint}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def parse_jsonl(
     text: str, source: str, registry: TaskRegistry, fields: Any = None, check_labels: bool = True
 ) -> list[Example]:
@@ -112,12 +124,7 @@ def parse_jsonl(
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{source}:{lineno}: malformed JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        obj = json_object_line(line, f"{source}:{lineno}")
         vals = []
         for key in (f_in, f_tg, f_ty):
             if key not in obj:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -582,7 +581,7 @@ def parse_prediction_inputs(
     Raises data.DataError (``source:line:`` message) for a malformed line, a missing or non-string
     field, no inputs at all; data.UnknownTaskError for an unknown task.
     """
-    from .data import DataError, UnknownTaskError
+    from .data import DataError, UnknownTaskError, json_object_line
 
     if task is not None:
         registry.id(task)
@@ -593,12 +592,7 @@ def parse_prediction_inputs(
         if task is not None:
             rows.append({input_field: line, type_field: task})
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{source}:{lineno}: malformed JSON ({exc.msg}); plain text needs --task") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        obj = json_object_line(line, f"{source}:{lineno}", "; plain text needs --task")
         for key in (input_field, type_field):
             if not isinstance(obj.get(key), str):
                 raise DataError(f"{source}:{lineno}: field {key!r} missing or not a string")
