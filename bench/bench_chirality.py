@@ -18,8 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moire_cli import chirality as ch  # noqa: E402
 from moire_cli import crystals, dynamics, potentials  # noqa: E402
+from moire_cli import gyroscopic as gy  # noqa: E402
+from moire_cli import topology as tp  # noqa: E402
 
 MESH = (48, 48)
 FIELD_T = 20.0
@@ -38,9 +39,9 @@ def loop_reference(d: np.ndarray, q: np.ndarray, crystal, omega_c: float):
     """Per-q-point loop: eigenproblem q by q, then links plaquette by plaquette (the baseline)."""
     n1, n2 = MESH
     m = d.shape[1]
-    modes = [ch.gyroscopic_modes(d[i : i + 1], omega_c) for i in range(len(q))]
-    order, _ = ch.mesh_order(q, crystal.reciprocal, MESH)
-    gmat = ch.gyroscopic_term(m, omega_c)
+    modes = [gy.gyroscopic_modes(d[i : i + 1], omega_c) for i in range(len(q))]
+    order, _ = tp.mesh_order(q, crystal.reciprocal, MESH)
+    gmat = gy.gyroscopic_term(m, omega_c)
     b = crystal.reciprocal
     tau = crystal.basis
 
@@ -76,14 +77,14 @@ def loop_reference(d: np.ndarray, q: np.ndarray, crystal, omega_c: float):
 def main() -> None:
     model = build_model()
     cr = model.crystal
-    omega_c = ch.cyclotron_energy(FIELD_T, MASS, -1)
+    omega_c = gy.cyclotron_energy(FIELD_T, MASS, -1)
     q = crystals.monkhorst_pack(cr, MESH)
 
     t0 = time.perf_counter()
     d = dynamics.dynamical_matrix(model, q)
     t1 = time.perf_counter()
-    modes = ch.gyroscopic_modes(d, omega_c)
-    berry = ch.berry_curvature_mesh(modes, q, MESH, cr.basis, cr.reciprocal)
+    modes = gy.gyroscopic_modes(d, omega_c)
+    berry = tp.berry_curvature_mesh(modes, q, MESH, cr.basis, cr.reciprocal)
     t2 = time.perf_counter()
     ref_omega, ref_chern = loop_reference(d, q, cr, omega_c)
     t3 = time.perf_counter()

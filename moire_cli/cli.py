@@ -123,12 +123,12 @@ def _chirality(cfg, res):
     stability become those of the gyroscopic problem (all ω real = stable)."""
     import dataclasses
 
-    from moire_cli import chirality, dynamics
+    from moire_cli import chirality, dynamics, gyroscopic
 
     cr = res.model.crystal
     chi = cfg.chirality
     charge = chi.carrier_charge(cfg.moire_potential.carrier)
-    omega_c = chirality.cyclotron_energy(chi.magnetic_field_T, cfg.mass, charge)
+    omega_c = gyroscopic.cyclotron_energy(chi.magnetic_field_T, cfg.mass, charge)
     chiral = chirality.chiral_phonons(
         functools.partial(dynamics.dynamical_matrix, res.model),
         res.q_path,

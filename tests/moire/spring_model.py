@@ -2,7 +2,7 @@
 
 Builds ħ²D(q) (meV², arbitrary scale) in phonopy's convention, e^{iq·(R_l + τ_κ′ − τ_κ)}, DOF order
 2κ + α, exactly the structure of spec §5 with Φ(r) = k_L r̂r̂ᵀ + k_T (1 − r̂r̂ᵀ) within a cut-off.
-Used to test chirality.py independently of the real engine.
+Used to test gyroscopic.py, chirality.py and topology.py independently of the real engine.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ import pytest
 
 from moire_cli import chirality as ch
 from moire_cli import crystals, dynamics, potentials
+from moire_cli import gyroscopic as gy
+from moire_cli import topology as tp
 
 A_M = 8.0
 MASS = 0.5
@@ -28,8 +30,8 @@ def test_fock_darwin_real_crystal(name, interaction):
     w_m = model.potential.hbar_omega_M(MASS)
     for field in (3.0, 30.0):
         for charge in (-1, 1):
-            w_c = ch.cyclotron_energy(field, MASS, charge)
-            modes = ch.gyroscopic_modes(dynamics.dynamical_matrix(model, np.zeros((1, 2))), w_c)
+            w_c = gy.cyclotron_energy(field, MASS, charge)
+            modes = gy.gyroscopic_modes(dynamics.dynamical_matrix(model, np.zeros((1, 2))), w_c)
             big = np.sqrt(w_m**2 + w_c**2 / 4)
             np.testing.assert_allclose(
                 modes.frequencies[0], [big - abs(w_c) / 2, big + abs(w_c) / 2], rtol=1e-9
@@ -37,14 +39,14 @@ def test_fock_darwin_real_crystal(name, interaction):
 
 
 def test_chern_numbers_real_honeycomb_mesh_and_ewald_invariant():
-    w_c = ch.cyclotron_energy(20.0, MASS, -1)
+    w_c = gy.cyclotron_energy(20.0, MASS, -1)
     results = {}
     for mesh, eta_factor in [((24, 24), 1.0), ((36, 36), 1.0), ((24, 24), 2.0)]:
         area = crystals.build_crystal("honeycomb_gwc", A_M).area
         model = _model("honeycomb_gwc", eta=eta_factor * np.sqrt(np.pi / area))  # default η × 1, × 2
         q = crystals.monkhorst_pack(model.crystal, mesh)
-        modes = ch.gyroscopic_modes(dynamics.dynamical_matrix(model, q), w_c)
-        bm = ch.berry_curvature_mesh(modes, q, mesh, model.crystal.basis, model.crystal.reciprocal)
+        modes = gy.gyroscopic_modes(dynamics.dynamical_matrix(model, q), w_c)
+        bm = tp.berry_curvature_mesh(modes, q, mesh, model.crystal.basis, model.crystal.reciprocal)
         results[(mesh, eta_factor)] = bm
     chern = results[((24, 24), 1.0)].chern_numbers
     assert all(isinstance(c, int) for c in chern) and sum(chern) == 0 and any(chern)
@@ -62,19 +64,19 @@ def test_real_honeycomb_inversion_breaking_valleys():
     model = _model("honeycomb_gwc", trap_scale=(1.0, 0.8))
     pts = crystals.special_points(model.crystal)
     q = model.crystal.to_cartesian(np.array([pts["K"], pts["K'"]]))
-    modes = ch.gyroscopic_modes(dynamics.dynamical_matrix(model, q), 0.0)
+    modes = gy.gyroscopic_modes(dynamics.dynamical_matrix(model, q), 0.0)
     l_z, degenerate = ch.angular_momentum(modes)
     assert not degenerate.any()
     np.testing.assert_allclose(l_z[1], -l_z[0], atol=1e-10)
-    omega, _ = ch.berry_curvature_path(
+    omega, _ = tp.berry_curvature_path(
         lambda x: dynamics.dynamical_matrix(model, x), q, model.crystal.reciprocal
     )
     np.testing.assert_allclose(omega[1], -omega[0], rtol=1e-5, atol=1e-6)
     assert np.min(np.abs(omega[0])) > 1.0  # nm²
     mesh = (12, 12)
     qm = crystals.monkhorst_pack(model.crystal, mesh)
-    bm = ch.berry_curvature_mesh(
-        ch.gyroscopic_modes(dynamics.dynamical_matrix(model, qm), 0.0),
+    bm = tp.berry_curvature_mesh(
+        gy.gyroscopic_modes(dynamics.dynamical_matrix(model, qm), 0.0),
         qm, mesh, model.crystal.basis, model.crystal.reciprocal,
     )  # fmt: skip
     assert bm.chern_numbers == [0] * len(bm.groups)
