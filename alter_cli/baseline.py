@@ -14,7 +14,7 @@ optimizer, schedule and budget as stage 1) with an `AdapterIO` on the bundle: on
 train; checkpoints are PEFT's own format (`adapter_model.safetensors` + `adapter_config.json`, written
 by `save_pretrained`, loadable with `peft.PeftModel.from_pretrained`) plus `alter_baseline.json`
 (format version, base model + config hash, task registry, LoRA plan, data settings), in a temporary
-folder renamed into place by the loop. `train.load_checkpoint` recognises such a folder and returns
+folder renamed into place by the loop. `checkpoint.load_checkpoint` recognises such a folder and returns
 the PEFT model as stage 0, so `alter eval` / `alter predict` score it like any checkpoint.
 """
 
@@ -30,23 +30,19 @@ import torch
 from torch import nn
 
 from . import __version__
+from .checkpoint import (
+    ADAPTER_WEIGHTS,
+    BASELINE_CONFIG,
+    FORMAT_VERSION,
+    CheckpointError,
+    is_lora_param,
+    read_baseline_meta,
+)
 from .config import LoRABaselineConfig, MTAConfig
 from .data import TaskRegistry
 from .inject import attach_mta, ffn_modules, set_trainable
 from .models import load_base_model
-from .train import (
-    ADAPTER_WEIGHTS,
-    BASELINE_CONFIG,
-    FORMAT_VERSION,
-    AdapterIO,
-    CheckpointError,
-    LoadedCheckpoint,
-    ModelBundle,
-    _read_meta,
-    load_checkpoint_base,
-)
-
-LORA_MARK = "lora_"
+from .train import AdapterIO, ModelBundle
 
 
 @dataclass(frozen=True)
@@ -78,11 +74,6 @@ class LoRAPlan:
         return (f"lora baseline: rank {self.rank} (alpha {self.alpha:g}) on {len(self.target_modules)} FFN "
                 f"projections: {self.lora_parameters:,} trainable parameters; MTA stage 1 with the same mta "
                 f"section: {self.mta_parameters:,} ({100 * self.relative_difference:+.1f}%)")
-
-
-def is_lora_param(name: str) -> bool:
-    """True for the state-dict keys of LoRA weights (PEFT names them `...lora_A...`, `...lora_B...`)."""
-    return LORA_MARK in name
 
 
 def mta_stage1_parameter_count(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry) -> int:
@@ -177,44 +168,3 @@ def build_baseline(cfg: Any) -> tuple[ModelBundle, LoRAPlan]:
     adapter = AdapterIO(is_param=is_lora_param, set_trainable=_lora_set_trainable, write=write,
                         load=_load_lora_weights, check_resumable=check_resumable)
     return ModelBundle(model, loaded.tokenizer, registry, None, loaded.ref, adapter), plan
-
-
-def read_baseline_meta(path: str | Path) -> dict[str, Any]:
-    """alter_baseline.json of a baseline checkpoint, checked (format version, registry, PEFT files).
-    Raises CheckpointError."""
-    path = Path(path)
-    meta = _read_meta(path, BASELINE_CONFIG)
-    try:
-        TaskRegistry.from_dict(meta["registry"])
-        meta["base_model"]["name"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: malformed {BASELINE_CONFIG} ({exc.__class__.__name__})") from None
-    return meta
-
-
-def load_baseline_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
-    """Base model + PEFT LoRA adapter of a `train-baseline` checkpoint, eval mode, all frozen, stage 0.
-    Raises CheckpointError (missing/corrupt files, base model not loadable or of another config hash,
-    adapter weights that do not fit the model)."""
-    from peft import PeftModel
-
-    path = Path(path)
-    meta = read_baseline_meta(path)
-    base = meta["base_model"]
-    loaded = load_checkpoint_base(path, base)
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as f:
-            n_saved = len(list(f.keys()))
-        model = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False)
-        n_model = sum(1 for k in model.state_dict() if is_lora_param(k))
-        if n_model == 0 or n_saved != n_model:
-            raise ValueError(f"{n_saved} LoRA tensors saved, the adapted model has {n_model}")
-    except Exception as exc:  # PEFT/safetensors raise many types for a bad adapter; report one line
-        raise CheckpointError(f"checkpoint {str(path)!r}: cannot load the PEFT adapter "
-                              f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    model.requires_grad_(False)
-    model.to(device).eval()
-    return LoadedCheckpoint(model, loaded.tokenizer, TaskRegistry.from_dict(meta["registry"]), None, 0, loaded.ref,
-                            meta)

@@ -25,9 +25,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="ALTER: Mixtu
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes reported as one line + exit 2 (imported lazily: torch is heavy)."""
+    from .checkpoint import CheckpointError
     from .inject import InjectError
     from .models import ModelLoadError
-    from .train import CheckpointError, TrainingError
+    from .train import TrainingError
 
     return (ConfigError, DataError, UnknownTaskError, InjectError, ModelLoadError, CheckpointError, TrainingError)
 
@@ -387,9 +388,9 @@ def train_stage2(
                           + ([f"train.seed={seed}"] if seed is not None else []), Stage2Config)
         cfg.stage1 = relative_to(cfg.stage1, path_base(config, set_, "stage1"))
         quiet_libraries()
+        from .checkpoint import read_checkpoint_meta
         from .data import TaskRegistry
         from .stage2 import Stage2Wiring
-        from .train import read_checkpoint_meta
 
         registry = TaskRegistry.from_dict(read_checkpoint_meta(cfg.stage1)["registry"])
         wiring = Stage2Wiring(cfg)
@@ -435,9 +436,9 @@ def _load_source(source: str, cfg: Any, first_meta: dict[str, Any] | None) -> tu
     config's tasks), ModelLoadError, ConfigError."""
     from types import SimpleNamespace
 
+    from .checkpoint import CheckpointError, load_checkpoint
     from .data import TaskRegistry
     from .models import load_base_model
-    from .train import CheckpointError, load_checkpoint
 
     config_registry = TaskRegistry.from_config(cfg.tasks) if cfg.tasks else None
     explicit = cfg.data.model_fields_set
@@ -539,10 +540,10 @@ def run_eval(cfg: Any, sources: list[str], text: str, out: Path, overwrite: bool
 
     from rich.console import Console
 
+    from .checkpoint import read_checkpoint_meta
     from .config import dump_config
     from .data import parse_jsonl
     from .output import eval_files, metrics_table, source_labels, write_folder
-    from .train import read_checkpoint_meta
 
     labels = source_labels(sources)
     first_ckpt = next((s for s in sources if s != "zero-shot"), None)
@@ -584,8 +585,8 @@ def predict(
         text = sys.stdin.read() if input_file == "-" else read_text(Path(input_file), "input")
         source = "<stdin>" if input_file == "-" else input_file
         quiet_libraries()
+        from .checkpoint import load_checkpoint
         from .evaluate import encode_prompts, generate_texts, match_label, parse_prediction_inputs
-        from .train import load_checkpoint
 
         ck = load_checkpoint(checkpoint)
         rows = parse_prediction_inputs(text, source, ck.registry, task=task)

@@ -5,7 +5,7 @@ extra_loss=wiring.extra_loss)` loads the stage-1 checkpoint, adds M shared exper
 every MTA layer (`inject.add_shared_experts`; freezing by `inject.set_trainable(model, 2, ...)` in
 the loop), and, through forward hooks on the gate networks, collects the gate weights g ∈ R^{M+1}
 of each training forward for the optional regulariser and the logged gate statistics.
-Pure torch: no file I/O beyond loading the checkpoint through `train.load_checkpoint`.
+Pure torch: no file I/O beyond loading the checkpoint through `checkpoint.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -14,18 +14,19 @@ from typing import Any
 
 import torch
 
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import MTAConfig, Stage2MTAConfig
 from .data import IGNORE_INDEX, TaskRegistry
 from .inject import add_shared_experts
 from .mta import MTALayer
-from .train import CheckpointError, ModelBundle, load_checkpoint
+from .train import ModelBundle
 
 STAGE2_MTA_FIELDS = ("num_shared_experts", "gate", "gate_hidden", "gate_init_bias", "gate_combine")
 
 
 def stage2_mta_config(stage1: MTAConfig, options: Stage2MTAConfig) -> MTAConfig:
     """The stage-1 MTA config with the stage-2 fields (shared experts, gate) set from `options`;
-    it is what the stage-2 checkpoint records, so `train.load_checkpoint` rebuilds the same layers."""
+    it is what the stage-2 checkpoint records, so `checkpoint.load_checkpoint` rebuilds the same layers."""
     return MTAConfig.model_validate(
         stage1.model_dump() | {k: getattr(options, k) for k in STAGE2_MTA_FIELDS}
     )

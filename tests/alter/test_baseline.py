@@ -13,12 +13,13 @@ import yaml
 from typer.testing import CliRunner
 
 from alter_cli.baseline import build_baseline, ffn_projection_names, is_lora_param, plan_lora
+from alter_cli.checkpoint import CheckpointError, load_checkpoint
 from alter_cli.cli import app
 from alter_cli.config import AlterConfig, LoRABaselineConfig
 from alter_cli.data import TaskRegistry, parse_jsonl
 from alter_cli.inject import attach_mta, set_trainable
 from alter_cli.sources.synthetic import make_jsonl
-from alter_cli.train import CheckpointError, load_checkpoint, run_training
+from alter_cli.train import run_training
 
 from .conftest import make_model, stage1_dict
 

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from alter_cli.checkpoint import BACKBONE_WEIGHTS, CheckpointError, load_checkpoint
 from alter_cli.config import AlterConfig
 from alter_cli.data import TaskRegistry, parse_jsonl
-from alter_cli.train import BACKBONE_WEIGHTS, CheckpointError, build_stage1, load_checkpoint, run_training
+from alter_cli.train import build_stage1, run_training
 
 from .conftest import stage1_dict
 
@@ -89,7 +90,7 @@ def test_sigint_during_checkpoint_swap_is_delivered_after_it():
     import os
     import signal
 
-    from alter_cli.train import _defer_sigint
+    from alter_cli.checkpoint import defer_sigint
 
     # A shell without job control (CI, nohup, cron) may start us with SIGINT ignored: install
     # Python's own handler for this test and put the inherited one back afterwards.
@@ -97,7 +98,7 @@ def test_sigint_during_checkpoint_swap_is_delivered_after_it():
     try:
         done = []
         with pytest.raises(KeyboardInterrupt):
-            with _defer_sigint():
+            with defer_sigint():
                 os.kill(os.getpid(), signal.SIGINT)
                 done.append("swap finished")
         assert done == ["swap finished"]

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from alter_cli import evaluate as ev
+from alter_cli.checkpoint import load_checkpoint
 from alter_cli.config import AlterConfig, Stage2Config
 from alter_cli.data import Collator, TaskRegistry, encode_dataset, parse_jsonl
 from alter_cli.inject import add_shared_experts
 from alter_cli.mta import mta_layers, task_context
 from alter_cli.sources.synthetic import make_jsonl
 from alter_cli.stage2 import GateMonitor, Stage2Wiring, build_stage2, stage2_mta_config
-from alter_cli.train import load_checkpoint, run_training
+from alter_cli.train import run_training
 
 from .conftest import stage1_dict
 

@@ -9,19 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alter_cli.checkpoint import ADAPTER_WEIGHTS, CheckpointError, load_checkpoint
 from alter_cli.config import AlterConfig
 from alter_cli.data import Collator, TaskRegistry, encode_dataset, parse_jsonl
 from alter_cli.inject import add_shared_experts, is_mta_param
 from alter_cli.sources.synthetic import make_jsonl
-from alter_cli.train import (
-    ADAPTER_WEIGHTS,
-    CheckpointError,
-    ModelBundle,
-    TrainingError,
-    build_stage1,
-    load_checkpoint,
-    run_training,
-)
+from alter_cli.train import ModelBundle, TrainingError, build_stage1, run_training
 
 from .conftest import stage1_dict
 
@@ -49,7 +42,7 @@ LOGITS_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {root!r})
 from alter_cli.mta import task_context
-from alter_cli.train import load_checkpoint
+from alter_cli.checkpoint import load_checkpoint
 ck = load_checkpoint({ckpt!r})
 batch = torch.load({batch!r})
 ids = batch.pop("task_ids")

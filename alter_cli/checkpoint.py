@@ -1,0 +1,363 @@
+"""The checkpoint format of `alter`: what a checkpoint folder holds, how it is written, checked and loaded.
+
+Layout of an MTA checkpoint (a folder): adapter_model.safetensors (MTA parameters only),
+adapter_config.json (sorted keys, format_version, base model + config hash, task registry, MTA
+config, stage, step), state/ (accelerate state for `--resume`) and, only when the backbone was
+trained (train.unfreeze_backbone), backbone_model.safetensors with the trained backbone parameters
+(named by `backbone_weights` in the config). A LoRA baseline checkpoint (`alter train-baseline`) is
+PEFT's own adapter files plus alter_baseline.json, recognised by the latter (stage 0).
+
+Written by the main process into a temporary folder, then swapped into place (`swap_into`).
+Reading never trusts a file blindly: format version, registry, base-model config hash, weight
+names and shapes are checked and every problem is a one-line CheckpointError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from . import __version__
+from .config import MTAConfig
+from .data import TaskRegistry
+from .inject import add_shared_experts, attach_mta, is_mta_param, mta_state_dict
+from .models import BaseModelRef, ModelLoadError, load_base_model
+from .mta import mta_layers
+
+FORMAT_VERSION = 1
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+BACKBONE_WEIGHTS = "backbone_model.safetensors"
+BASELINE_CONFIG = "alter_baseline.json"
+STATE_DIR = "state"
+LORA_MARK = "lora_"
+
+
+class CheckpointError(ValueError):
+    """A corrupt, incomplete or mismatched checkpoint."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: Any
+    tokenizer: Any
+    registry: TaskRegistry
+    mta_config: MTAConfig | None  # None for a LoRA baseline checkpoint (stage 0)
+    stage: int
+    base: BaseModelRef | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_seq2seq(self) -> bool:
+        return getattr(self.model.config, "is_encoder_decoder", False)
+
+
+def is_lora_param(name: str) -> bool:
+    """True for the state-dict keys of LoRA weights (PEFT names them `...lora_A...`, `...lora_B...`)."""
+    return LORA_MARK in name
+
+
+def checkpoint_meta(bundle: Any, stage: int, step: int, data_cfg: Any = None) -> dict[str, Any]:
+    has_shared = any(layer.shared is not None for layer in mta_layers(bundle.model))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "alter_version": __version__,
+        "stage": stage,
+        "step": step,
+        "base_model": bundle.base.to_dict(),
+        "registry": bundle.registry.to_dict(),
+        "mta_config": bundle.mta_config.model_dump(mode="json"),
+        "has_shared_experts": has_shared,
+    }
+    if data_cfg is not None:
+        meta["data"] = {k: getattr(data_cfg, k) for k in ("prompt_format", "max_length", "max_target_length")}
+    return meta
+
+
+def trained_backbone_names(model: Any) -> list[str]:
+    """Names of the trainable parameters outside the MTA layers (non-empty only with unfreeze_backbone)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and not is_mta_param(n)]
+
+
+def write_adapter(directory: Path, model: Any, meta: dict[str, Any], backbone_names: Sequence[str] = ()) -> None:
+    """adapter_model.safetensors + adapter_config.json (sorted keys) into `directory`; with
+    `backbone_names` (trained backbone parameters) also backbone_model.safetensors, named in the meta."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(mta_state_dict(model), str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    if backbone_names:
+        params = dict(model.named_parameters())
+        save_file({n: params[n].detach().cpu().clone().contiguous() for n in backbone_names},
+                  str(directory / BACKBONE_WEIGHTS), metadata={"format": "pt"})
+        meta = {**meta, "backbone_weights": BACKBONE_WEIGHTS}
+    (directory / ADAPTER_CONFIG).write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(directory: Path) -> None:
+    """safetensors writes its files 0600 (through a temporary file): give every file of a checkpoint
+    the mode a normal file gets (0666 minus the umask), so a shared checkpoint can be read by others."""
+    mode = 0o666 & ~_umask()
+    for f in directory.rglob("*"):
+        if f.is_file():
+            os.chmod(f, mode)
+
+
+@contextmanager
+def defer_sigint() -> Iterator[None]:
+    """Hold Ctrl-C / SIGINT back while the checkpoint folder is being swapped (a few renames), then
+    deliver it: an interruption there would leave state/ renamed away and nothing to --resume."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
+
+
+def swap_into(tmp: Path, out_dir: Path) -> None:
+    """Move a finished checkpoint from `tmp` into `out_dir` (files by os.replace, state/ by rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (tmp / STATE_DIR).exists():
+        old = out_dir / f".{STATE_DIR}-old"
+        if old.exists():
+            shutil.rmtree(old)
+        if (out_dir / STATE_DIR).exists():
+            os.rename(out_dir / STATE_DIR, old)
+        os.rename(tmp / STATE_DIR, out_dir / STATE_DIR)
+        shutil.rmtree(old, ignore_errors=True)
+    for f in sorted(tmp.iterdir()):
+        if f.is_file():
+            os.replace(f, out_dir / f.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_meta(path: Path, config_name: str = ADAPTER_CONFIG) -> dict[str, Any]:
+    """The checkpoint's JSON config `config_name`, after checking that the folder holds it and the
+    adapter files, that it is valid JSON and of our format version.
+    Raises CheckpointError."""
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r}: no such directory")
+    for name in dict.fromkeys((config_name, ADAPTER_CONFIG, ADAPTER_WEIGHTS)):
+        if not (path / name).is_file():
+            raise CheckpointError(f"checkpoint {str(path)!r}: missing {name}")
+    try:
+        meta = json.loads((path / config_name).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {config_name} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: {config_name} format_version "
+            f"{meta.get('format_version') if isinstance(meta, dict) else None!r} is not {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def is_baseline_checkpoint(path: Path) -> bool:
+    """True for a PEFT LoRA baseline checkpoint (`alter train-baseline`), recognised by its
+    alter_baseline.json next to PEFT's own adapter files."""
+    return (Path(path) / BASELINE_CONFIG).is_file()
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The adapter_config.json of a checkpoint folder, checked (format version, task registry),
+    without loading any model. Raises CheckpointError."""
+    path = Path(path)
+    if is_baseline_checkpoint(path):
+        return read_baseline_meta(path)
+    meta = read_meta(path)
+    try:
+        TaskRegistry.from_dict(meta["registry"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: malformed task registry ({exc.__class__.__name__})") from None
+    return meta
+
+
+def load_mta_weights(model: Any, weights_file: Path) -> None:
+    """Load MTA weights into a model whose MTA layers are attached; CheckpointError on key/shape mismatch."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{str(weights_file)!r}: unreadable safetensors ({exc})") from None
+    expected = {k: v for k, v in model.state_dict().items() if is_mta_param(k)}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise CheckpointError(f"{str(weights_file)!r}: MTA weights do not match the model ({what})")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{str(weights_file)!r}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+    model.load_state_dict(state, strict=False)
+
+
+def load_backbone_weights(model: Any, weights_file: Path) -> None:
+    """Load trained backbone parameters (backbone_model.safetensors); CheckpointError if the file is
+    missing/unreadable or names a parameter the model lacks or with another shape."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{str(weights_file)!r}: unreadable safetensors ({exc})") from None
+    expected = dict(model.named_parameters())
+    for k, v in state.items():
+        if k not in expected or is_mta_param(k):
+            raise CheckpointError(f"{str(weights_file)!r}: unexpected backbone parameter {k}")
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{str(weights_file)!r}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+    with torch.no_grad():
+        for k, v in state.items():
+            expected[k].copy_(v)
+
+
+def check_resumable(out_dir: Path, bundle: Any, stage: int, process_index: int = 0) -> None:
+    """Before `--resume`: the checkpoint in `out_dir` must be complete and trained with the same
+    base model, task registry, MTA config and stage as this run; CheckpointError naming the difference."""
+    meta = read_meta(out_dir)
+    now = checkpoint_meta(bundle, stage, 0)
+    if isinstance(meta.get("mta_config"), dict):  # fields added since (e.g. gate_combine) take their defaults
+        try:
+            meta["mta_config"] = MTAConfig.model_validate(meta["mta_config"]).model_dump(mode="json")
+        except ValidationError:
+            pass  # reported below as a different MTA config
+    for key, what in (("stage", "stage"), ("registry", "task registry (tasks:)"), ("mta_config", "MTA config (mta:)")):
+        if meta.get(key) != now[key]:
+            diff = ""
+            if key == "mta_config" and isinstance(meta.get(key), dict):
+                k = next((k for k in sorted(now[key]) if meta[key].get(k) != now[key][k]), None)
+                diff = f": mta.{k} was {meta[key].get(k)!r}, now {now[key][k]!r}" if k else ""
+            raise CheckpointError(f"--resume: {str(out_dir)!r} was trained with another {what}{diff}")
+    if (meta.get("base_model") or {}).get("config_hash") != now["base_model"]["config_hash"]:
+        raise CheckpointError(f"--resume: {str(out_dir)!r} was trained on another base model "
+                              f"({(meta.get('base_model') or {}).get('name')!r})")
+    check_state_complete(out_dir, process_index)
+
+
+def check_state_complete(out_dir: Path, process_index: int = 0) -> None:
+    """The accelerate state of `out_dir` (weights, optimizer, scheduler, sampler, this rank's RNG)
+    is all there; CheckpointError naming the first missing file otherwise."""
+    from accelerate.utils import OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_WEIGHTS_NAME
+
+    state = out_dir / STATE_DIR
+    needed = [SAFE_WEIGHTS_NAME, f"{OPTIMIZER_NAME}.bin", "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl",
+              f"{RNG_STATE_NAME}_{process_index}.pkl"]
+    missing = [n for n in needed if not (state / n).is_file()]
+    if missing:
+        raise CheckpointError(f"--resume: {str(state)!r} is incomplete (missing {missing[0]})")
+
+
+def load_checkpoint_base(path: Path, base: dict[str, Any]) -> Any:
+    """Load the base model a checkpoint names (its `base_model` record) and check its config hash.
+    Returns the models.LoadedModel. Raises CheckpointError (not loadable, or another config hash)."""
+    try:
+        loaded = load_base_model(base["name"], base.get("gguf_file"))
+    except ModelLoadError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: base model: {exc}") from None
+    if loaded.ref.config_hash != base.get("config_hash"):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: base model {base['name']!r} has config hash {loaded.ref.config_hash}, "
+            f"the checkpoint was trained on {base.get('config_hash')}"
+        )
+    return loaded
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
+    """Rebuild base model + MTA (incl. stage-2 shared experts and gate) from a checkpoint directory
+    (or base model + PEFT LoRA adapter for a `train-baseline` checkpoint, stage 0).
+
+    The model is returned in eval mode with every parameter frozen. Raises CheckpointError for a
+    missing/corrupt checkpoint, a base model that cannot be loaded, or one whose config hash differs.
+    """
+    path = Path(path)
+    if is_baseline_checkpoint(path):
+        return load_baseline_checkpoint(path, device)
+    meta = read_meta(path)
+    try:
+        registry = TaskRegistry.from_dict(meta["registry"])
+        mta_cfg = MTAConfig.model_validate(meta["mta_config"])
+        base = meta["base_model"]
+        stage = int(meta["stage"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: malformed {ADAPTER_CONFIG} ({exc.__class__.__name__})") from None
+    loaded = load_checkpoint_base(path, base)
+    model = loaded.model
+    try:
+        attach_mta(model, mta_cfg, registry)
+        if meta.get("has_shared_experts"):
+            add_shared_experts(model, mta_cfg)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot rebuild the MTA layers ({exc})") from None
+    load_mta_weights(model, path / ADAPTER_WEIGHTS)
+    if meta.get("backbone_weights"):
+        load_backbone_weights(model, path / str(meta["backbone_weights"]))
+    model.requires_grad_(False)
+    model.to(device).eval()
+    return LoadedCheckpoint(model, loaded.tokenizer, registry, mta_cfg, stage, loaded.ref, meta)
+
+
+
+def read_baseline_meta(path: str | Path) -> dict[str, Any]:
+    """alter_baseline.json of a baseline checkpoint, checked (format version, registry, PEFT files).
+    Raises CheckpointError."""
+    path = Path(path)
+    meta = read_meta(path, BASELINE_CONFIG)
+    try:
+        TaskRegistry.from_dict(meta["registry"])
+        meta["base_model"]["name"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: malformed {BASELINE_CONFIG} ({exc.__class__.__name__})") from None
+    return meta
+
+
+def load_baseline_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
+    """Base model + PEFT LoRA adapter of a `train-baseline` checkpoint, eval mode, all frozen, stage 0.
+    Raises CheckpointError (missing/corrupt files, base model not loadable or of another config hash,
+    adapter weights that do not fit the model)."""
+    from peft import PeftModel
+
+    path = Path(path)
+    meta = read_baseline_meta(path)
+    base = meta["base_model"]
+    loaded = load_checkpoint_base(path, base)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as f:
+            n_saved = len(list(f.keys()))
+        model = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False)
+        n_model = sum(1 for k in model.state_dict() if is_lora_param(k))
+        if n_model == 0 or n_saved != n_model:
+            raise ValueError(f"{n_saved} LoRA tensors saved, the adapted model has {n_model}")
+    except Exception as exc:  # PEFT/safetensors raise many types for a bad adapter; report one line
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot load the PEFT adapter "
+                              f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    model.requires_grad_(False)
+    model.to(device).eval()
+    return LoadedCheckpoint(model, loaded.tokenizer, TaskRegistry.from_dict(meta["registry"]), None, 0, loaded.ref,
+                            meta)
