@@ -1,5 +1,5 @@
 """Benchmark: Lindemann melting sweep of the WSe₂/WS₂ hole crystal, 40 moiré periods × 60 temperatures,
-48×48 Monkhorst–Pack mesh, Coulomb Ewald sums (`lindemann.melt_sweep`: all q at once per point,
+48×48 Monkhorst–Pack mesh, Coulomb Ewald sums (`melt_sweep.melt_sweep`: all q at once per point,
 everything after the phonons vectorized over the sweep, T_m by vectorized bisection).
 
 Baseline measured in the same run: a straightforward per-sweep-point, per-q loop (the engine's
@@ -20,7 +20,7 @@ from scipy import optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moire_cli import crystals, dynamics, lindemann  # noqa: E402
+from moire_cli import crystals, dynamics, lindemann, melt_sweep  # noqa: E402
 from moire_cli.potentials import Coulomb, MoirePotential  # noqa: E402
 from moire_cli.units import HBAR2_OVER_M0_MEV_NM2, K_B_MEV_PER_K  # noqa: E402
 
@@ -71,7 +71,7 @@ def main() -> None:
     best = np.inf
     for _ in range(3):
         t0 = time.perf_counter()
-        res = lindemann.melt_sweep(sweep, L_C, temps, meshes=(MESH,), relax=True)
+        res = melt_sweep.melt_sweep(sweep, L_C, temps, meshes=(MESH,), relax=True)
         best = min(best, time.perf_counter() - t0)
 
     # baseline on a subset (points spread over the sweep, q spread over the mesh), scaled

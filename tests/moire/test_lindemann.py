@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from moire_cli import lindemann as lm
+from moire_cli import melt_sweep as ms
 from moire_cli.units import HBAR2_OVER_M0_MEV_NM2 as HB2
 from moire_cli.units import K_B_MEV_PER_K as KB
 
@@ -173,14 +174,14 @@ def test_refine_mesh_reports_convergence():
         w, e = _phonons(_spring_model(TRIANGULAR, basis, q, mass, 2.0, -0.2, 1.0))
         return lm.single_site_spectrum(w, e, mass, 10.0).lindemann_squared(np.array([0.0, 50.0]))
 
-    value, conv = lm.refine_mesh(u2, [4, 8, 16, 32, 64], tolerance=1e-5)
+    value, conv = ms.refine_mesh(u2, [4, 8, 16, 32, 64], tolerance=1e-5)
     assert conv.converged and conv.change < 1e-5 and conv.mesh == 32  # exponential convergence (pinned)
     assert [h[0] for h in conv.history] == [4, 8, 16, 32]
     np.testing.assert_allclose(value, u2(48), rtol=1e-5)
-    _, strict = lm.refine_mesh(u2, [2, 3], tolerance=1e-15)
+    _, strict = ms.refine_mesh(u2, [2, 3], tolerance=1e-15)
     assert not strict.converged and strict.history[-1][0] == 3
     with pytest.raises(ValueError):
-        lm.refine_mesh(u2, [4], 1e-3)
+        ms.refine_mesh(u2, [4], 1e-3)
 
 
 def test_time_reversal_representatives_with_multiplicities_give_the_full_mesh_result():

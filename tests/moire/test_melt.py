@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.special import zeta
 
-from moire_cli import crystals, dynamics, ewald, lindemann
+from moire_cli import crystals, dynamics, ewald, lindemann, melt_sweep
 from moire_cli.excitons import exciton_interaction
 from moire_cli.potentials import Coulomb, Keldysh, MoirePotential
 from moire_cli.units import E2_MEV_NM, HBAR2_OVER_M0_MEV_NM2
@@ -60,7 +60,7 @@ def test_unpinned_wigner_crystal_quantum_lindemann_ratio():
     rs = np.array([31.0, 37.0])
     a = rs * a_b * np.sqrt(2 * np.pi / np.sqrt(3))  # triangular lattice constant from r_s
     models = [_triangular_model(ai, 0.0, Coulomb(1.0), 1.0) for ai in a]
-    res = lindemann.melt_sweep(models, 0.3, T[:3], meshes=(24, 48), tolerance=1e-3, relax=False)
+    res = melt_sweep.melt_sweep(models, 0.3, T[:3], meshes=(24, 48), tolerance=1e-3, relax=False)
     l0 = res.lindemann_ratio_zero
     assert not res.pinned.any() and list(res.criterion) == ["relative", "relative"]
     np.testing.assert_allclose(l0, [0.3012, 0.2882], atol=1.5e-3)
@@ -78,7 +78,7 @@ def test_screening_lowers_electron_crystal_melting_temperature():
     common = {"psi": np.deg2rad(45), "sign": -1}
     bare = _triangular_model(a, V, Coulomb(1.0), mass, **common)
     screened = _triangular_model(a, V, Keldysh(1.0, 4.511), mass, short_range_tol=1e-3, **common)
-    res = lindemann.melt_sweep([bare, screened], 0.3, T, meshes=(12, 24), relax=False)
+    res = melt_sweep.melt_sweep([bare, screened], 0.3, T, meshes=(12, 24), relax=False)
     tm = res.melting_temperature
     assert np.all(np.isfinite(tm)) and tm[1] < 0.95 * tm[0]
     assert res.lindemann_ratio_zero[1] > res.lindemann_ratio_zero[0]
@@ -92,7 +92,7 @@ def test_screening_raises_exciton_crystal_melting_temperature():
         _triangular_model(a, V, exciton_interaction(kind, kappa, 0.65, 5.171, 4.511), 0.86)
         for kind in ("dipole-bare", "dipole-twosheet", "dipole-lumped")
     ]
-    res = lindemann.melt_sweep(models, 0.3, T, meshes=(12, 24), relax=False)
+    res = melt_sweep.melt_sweep(models, 0.3, T, meshes=(12, 24), relax=False)
     tm = res.melting_temperature
     assert np.all(np.isfinite(tm))
     assert tm[1] > 1.02 * tm[0] and tm[2] > 1.02 * tm[0]
@@ -102,7 +102,7 @@ def test_deeper_moire_potential_raises_melting_temperature():
     """Deeper V: smaller L(0) and higher T_m; too shallow a potential does not hold a crystal at
     a_M = 10 nm at all (quantum melted), the seed's "strong confinement is essential"."""
     models = [_triangular_model(10.0, v, Coulomb(5.1), 0.45) for v in (1.0, 2.0, 4.0, 15.0)]
-    res = lindemann.melt_sweep(models, 0.3, T, meshes=(12, 24))
+    res = melt_sweep.melt_sweep(models, 0.3, T, meshes=(12, 24))
     tm = res.melting_temperature
     assert res.quantum_melted.tolist() == [True, False, False, False] and np.isnan(tm[0])
     assert np.all(np.isfinite(tm[1:])) and np.all(np.diff(tm[1:]) > 0)
@@ -114,7 +114,7 @@ def test_melting_temperature_solves_the_lindemann_criterion():
     """T_m from the sweep is where the reported L(T) crosses L_c, point by point (vectorized sweep)."""
     models = [_triangular_model(a, 6.0, Coulomb(5.1), 0.45) for a in (8.0, 12.0)]
     lc = np.array([0.28, 0.3])
-    res = lindemann.melt_sweep(models, lc, T, meshes=(12,), relax=False)
+    res = melt_sweep.melt_sweep(models, lc, T, meshes=(12,), relax=False)
     assert np.all(np.isfinite(res.melting_temperature))
     for i, m in enumerate(models):
         q = crystals.monkhorst_pack(m.crystal, (12, 12))
