@@ -6,19 +6,16 @@ Every error a user can cause is reported as one line on stderr with exit code 2.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from . import __version__
-from .config import AlterConfig, ConfigError, dump_config, parse_set, relative_to, resolve_config
+from . import __version__, runs
+from .config import AlterConfig, ConfigError, parse_set, relative_to, resolve_config
 from .data import DataError, UnknownTaskError
+from .runs import InputFileError, OutputFolderError, read_user_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ALTER: Mixture-of-Task-Adapters on small LMs.")
 
@@ -30,7 +27,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .models import ModelLoadError
     from .train import TrainingError
 
-    return (ConfigError, DataError, UnknownTaskError, InjectError, ModelLoadError, CheckpointError, TrainingError)
+    return (ConfigError, DataError, UnknownTaskError, InjectError, ModelLoadError, CheckpointError, TrainingError,
+            InputFileError, OutputFolderError)
 
 
 def fail(message: str) -> None:
@@ -43,13 +41,9 @@ def read_text(path: Path, what: str) -> str:
     """Read a user file (UTF-8, a leading byte-order mark is dropped); missing/unreadable -> one-line
     error, exit 2."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        fail(f"{what} {str(path)!r}: file not found")
-    except IsADirectoryError:
-        fail(f"{what} {str(path)!r}: is a directory")
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{what} {str(path)!r}: cannot read ({exc.__class__.__name__})")
+        return read_user_text(path, what)
+    except InputFileError as exc:
+        fail(str(exc))
     return ""
 
 
@@ -86,222 +80,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
-RUN_MARKERS = ("adapter_config.json", "state", "resolved_config.yaml")
-
-
-def prepare_out_dir(out: Path, resume: bool, overwrite: bool, state: Any) -> None:
-    """Refuse an existing output folder unless --resume / --overwrite (removed by the main process).
-    --overwrite only removes a folder that holds an earlier run (never e.g. `--out .` or a home folder);
-    a folder that cannot be created is refused here, before any training."""
-    exists = out.exists() and (not out.is_dir() or any(out.iterdir()))
-    if exists and not (resume or overwrite):
-        fail(f"output folder {str(out)!r} exists (use --overwrite to replace it or --resume to continue)")
-    if exists and overwrite and not resume and (not out.is_dir() or not any((out / m).exists() for m in RUN_MARKERS)):
-        fail(f"--overwrite: {str(out)!r} does not hold an alter run (no {RUN_MARKERS[0]}); not deleting it")
-    parent = out.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryDirectory(prefix=f".{out.name}.probe-", dir=parent).cleanup()
-    except OSError as exc:
-        fail(f"output folder {str(out)!r}: cannot write in {str(parent)!r} "
-             f"({exc.strerror or exc.__class__.__name__})")
-    if resume and not (out / "state").is_dir():
-        fail(f"--resume: {str(out)!r} holds no checkpoint state")
-    if overwrite and not resume and exists and state.is_main_process:
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    state.wait_for_everyone()
-
-
-def silence_stdout() -> None:
-    """Point file descriptor 1 at /dev/null (after the reader of a pipe has gone), so that later
-    prints and the interpreter's exit-time flush do not fail with BrokenPipeError."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-class StepReporter:
-    """Progress: a rich bar (loss + per-task selector weights) on a TTY, a plain line per log step
-    otherwise; every logged step also goes to `train_log.jsonl` records (kept in memory)."""
-
-    def __init__(self, total: int, tty: bool):
-        self.records: list[dict[str, Any]] = []
-        self.tty = tty
-        self.progress = None
-        if tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TextColumn("{task.fields[info]}", markup=False), transient=False)
-            self.task = self.progress.add_task("train", total=total, info="")
-            self.progress.start()
-
-    @staticmethod
-    def describe(rec: dict[str, Any]) -> str:
-        alpha = " ".join(f"{k}={v:.2f}" for k, v in rec.get("alpha", {}).items())
-        gate = " ".join(f"{k}={v:.2f}" for k, v in rec.items() if k.startswith("gate_"))
-        loss = rec.get("loss", rec.get("loss_micro"))
-        return f"loss={loss:.4f} lr={rec['lr']:.2e}" + (f" alpha_own[{alpha}]" if alpha else "") + (
-            f" {gate}" if gate else "")
-
-    def __call__(self, rec: dict[str, Any]) -> None:
-        if rec.get("log"):
-            self.records.append({k: v for k, v in rec.items() if k not in ("log", "loss_micro")})
-        if self.progress is not None:
-            self.progress.update(self.task, completed=rec["step"], info=self.describe(rec))
-        elif rec.get("log"):
-            try:
-                typer.echo(f"step {rec['step']}/{rec['max_steps']} {self.describe(rec)}")
-                sys.stdout.flush()
-            except BrokenPipeError:  # stdout closed (`| head`): keep training, print nothing more
-                silence_stdout()
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def provenance() -> dict[str, Any]:
-    import accelerate
-    import torch
-    import transformers
-
-    return {"alter_version": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
-
-
-def write_run_files(out: Path, cfg: Any, records: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """resolved_config.yaml, provenance.json and train_log.jsonl next to the checkpoint (tmp + rename).
-    A resumed run keeps the earlier log records of the steps before it."""
-    log = out / "train_log.jsonl"
-    if log.is_file():  # a resumed run that had nothing left to do keeps the whole earlier log
-        first = records[0]["step"] if records else float("inf")
-        old = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
-        records = [r for r in old if r.get("step", 0) < first] + records
-    files = {
-        "resolved_config.yaml": dump_config(cfg),
-        "provenance.json": json.dumps({**provenance(), **extra}, sort_keys=True, indent=2) + "\n",
-        "train_log.jsonl": "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
-    }
-    for name, text in files.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
-
-
-def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, setup_model: Any = None,
-              extra_provenance: dict[str, Any] | None = None, registry: Any = None, extra_loss: Any = None,
-              on_record: Any = None) -> None:
-    """Shared body of the train-stage commands: data, output folder, progress, core call, run files.
-
-    registry: the task registry to parse the data with (default: from cfg.tasks; stage 2 passes the
-    stage-1 checkpoint's). setup_model, extra_loss: see train.run_training. on_record(record) may add
-    to each step record before it is reported (stage-2 gate statistics). With cfg.data.eval set, the
-    trained model is evaluated at the end (outputs in `<out>/eval/`, as `alter eval` writes them)."""
-    from accelerate import PartialState
-
-    from .data import TaskRegistry, parse_jsonl
-    from .train import build_stage1, launched_on_cpu, run_training
-
-    if not cfg.data.train:
-        fail("config: data.train: required for training")
-    if registry is None:
-        registry = TaskRegistry.from_config(cfg.tasks)
-    text = read_text(Path(cfg.data.train), "data.train")
-    eval_text = read_text(Path(cfg.data.eval), "data.eval") if cfg.data.eval else None
-    state = PartialState(cpu=launched_on_cpu())
-    prepare_out_dir(out, resume, overwrite, state)
-    examples = parse_jsonl(text, cfg.data.train, registry, cfg.data.fields)
-    eval_examples = parse_jsonl(eval_text, cfg.data.eval, registry, cfg.data.fields) if eval_text else None
-    reporter = StepReporter(cfg.train.max_steps, sys.stdout.isatty() and state.is_main_process)
-    built: dict[str, Any] = {}
-
-    def setup(c: Any) -> Any:
-        built["bundle"] = (setup_model or build_stage1)(c)
-        return built["bundle"]
-
-    def on_step(rec: dict[str, Any]) -> None:
-        if on_record is not None:
-            on_record(rec)
-        reporter(rec)
-
-    try:
-        result = run_training(cfg, stage, train_examples=examples, out_dir=out, resume=resume,
-                              setup_model=setup, on_step=on_step, extra_loss=extra_loss)
-    finally:
-        reporter.close()
-    if state.is_main_process:
-        write_run_files(out, cfg, reporter.records, {"stage": stage, **(extra_provenance or {})})
-        alpha = " ".join(f"{k}={v:.3f}" for k, v in result.alpha.items())
-        typer.echo(f"{'lora baseline' if stage == 0 else f'stage {stage}'}: {result.steps} steps in {result.seconds:.1f} s on {result.num_processes} "
-                   f"process(es), final loss "
-                   f"{result.final_loss if result.final_loss is None else round(result.final_loss, 4)}; "
-                   + (f"alpha_own [{alpha}]; " if alpha else "") + f"checkpoint {out}")
-    if eval_examples is not None:
-        bundle = built["bundle"]
-        bundle.model.eval()
-        label = out.name or "checkpoint"
-        results = {label: evaluate_source(bundle.model, bundle.tokenizer, bundle.registry, eval_examples,
-                                          bundle.is_seq2seq, cfg.data.prompt_format, cfg.data.max_length,
-                                          cfg.generation, label)}
-        if state.is_main_process:
-            from .output import eval_files, write_folder
-
-            meta = {"checkpoint": str(out), "stage": stage, "data": cfg.data.eval}
-            write_folder(out / "eval", eval_files(results, {label: meta}), overwrite=True)
-            typer.echo(f"eval: macro average {results[label].report.macro_average:.4f} ({out / 'eval'})")
-
-
-def eval_accelerator() -> Any:
-    """An Accelerator for evaluation (full precision; the process-wide state of a previous run cleared)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-
-    from .train import launched_on_cpu
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    return Accelerator(cpu=launched_on_cpu())
-
-
-def evaluate_source(model: Any, tokenizer: Any, registry: Any, examples: list, is_seq2seq: bool,
-                    prompt_format: str, max_length: int, generation: Any, label: str) -> Any:
-    """Evaluate one model on the examples (distributed over the launched processes), with a rich
-    progress bar on a TTY and one plain line otherwise."""
-    import time
-
-    from .evaluate import evaluate_examples
-
-    accelerator = eval_accelerator()
-    model.to(accelerator.device)
-    tty = sys.stdout.isatty() and accelerator.is_main_process
-    progress = None
-    if tty:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        progress = Progress(TextColumn(f"eval {label}", markup=False), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn())
-        task = progress.add_task("eval", total=len(examples))
-        progress.start()
-    t0 = time.perf_counter()
-    try:
-        result = evaluate_examples(
-            model, tokenizer, registry, examples, is_seq2seq=is_seq2seq, prompt_format=prompt_format,
-            max_length=max_length, batch_size=generation.batch_size, max_new_tokens=generation.max_new_tokens,
-            num_beams=generation.num_beams, label_match=generation.label_match, accelerator=accelerator,
-            on_batch=(lambda n: progress.advance(task, n)) if progress is not None else None,
-        )
-    finally:
-        if progress is not None:
-            progress.stop()
-    seconds = time.perf_counter() - t0
-    if accelerator.is_main_process and not tty:
-        typer.echo(f"eval {label}: {len(examples)} samples in {seconds:.1f} s "
-                   f"({len(examples) / max(seconds, 1e-9):.1f} samples/s), macro average "
-                   f"{result.report.macro_average:.4f}")
-    return result
-
-
 def interrupted(out: Path) -> None:
     """Ctrl-C / SIGINT during training: one line naming the checkpoint to --resume from, exit 130."""
     try:
@@ -329,7 +107,7 @@ def train_stage1(
         cfg = load_config(config, set_ + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
                           + ([f"train.seed={seed}"] if seed is not None else []))
         quiet_libraries()
-        run_stage(cfg, 1, out, resume, overwrite)
+        runs.run_stage(cfg, 1, out, resume, overwrite)
     except user_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -364,7 +142,7 @@ def train_baseline(
                 typer.echo(plan.describe())
             return bundle
 
-        run_stage(cfg, 0, out, resume, overwrite, setup_model=setup, extra_provenance={"method": "lora"})
+        runs.run_stage(cfg, 0, out, resume, overwrite, setup_model=setup, extra_provenance={"method": "lora"})
     except user_errors() as exc:
         fail(str(exc))
 
@@ -395,7 +173,7 @@ def train_stage2(
         registry = TaskRegistry.from_dict(read_checkpoint_meta(cfg.stage1)["registry"])
         wiring = Stage2Wiring(cfg)
         try:
-            run_stage(cfg, 2, out, resume, overwrite, setup_model=wiring.setup_model,
+            runs.run_stage(cfg, 2, out, resume, overwrite, setup_model=wiring.setup_model,
                       extra_provenance={"stage1": cfg.stage1}, registry=registry, extra_loss=wiring.extra_loss,
                       on_record=wiring.on_record)
         finally:
@@ -424,56 +202,6 @@ def _eval_config(config: Path | None, set_: list[str], flags: dict[str, Any]) ->
             node = getattr(node, p)
         setattr(node, leaf, value)
     return cfg
-
-
-def _load_source(source: str, cfg: Any, first_meta: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
-    """One eval source (a checkpoint folder or "zero-shot") as a namespace (model, tokenizer,
-    registry, is_seq2seq, prompt_format, max_length) and its metadata for metrics.json.
-
-    Zero-shot takes the base model and registry from the config, else from the first checkpoint.
-    prompt_format / max_length: the config's when set explicitly, else those the checkpoint (or the
-    first checkpoint) was trained with. Raises CheckpointError (incl. a registry that differs from the
-    config's tasks), ModelLoadError, ConfigError."""
-    from types import SimpleNamespace
-
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .data import TaskRegistry
-    from .models import load_base_model
-
-    config_registry = TaskRegistry.from_config(cfg.tasks) if cfg.tasks else None
-    explicit = cfg.data.model_fields_set
-    if source == "zero-shot":
-        if cfg.model is not None:
-            name, gguf = cfg.model.name, cfg.model.gguf_file
-        elif first_meta is not None:
-            name, gguf = first_meta["base_model"]["name"], first_meta["base_model"].get("gguf_file")
-        else:
-            raise ConfigError("zero-shot: give model.name (--model) or a checkpoint to take the base model from")
-        registry = config_registry or (TaskRegistry.from_dict(first_meta["registry"]) if first_meta else None)
-        if registry is None:
-            raise ConfigError("zero-shot: give tasks in the config or a checkpoint to take the task registry from")
-        loaded = load_base_model(name, gguf)
-        data_meta: dict[str, Any] = (first_meta or {}).get("data", {})
-        bundle = SimpleNamespace(model=loaded.model, tokenizer=loaded.tokenizer, registry=registry,
-                                 is_seq2seq=loaded.is_seq2seq)
-        meta = {"source": "zero-shot", "base_model": loaded.ref.to_dict()}
-    else:
-        ck = load_checkpoint(source)
-        if config_registry is not None and config_registry != ck.registry:
-            raise CheckpointError(
-                f"checkpoint {source!r}: its task registry {ck.registry.names} differs from the config's tasks "
-                f"{config_registry.names}"
-            )
-        data_meta = ck.meta.get("data", {})
-        bundle = SimpleNamespace(model=ck.model, tokenizer=ck.tokenizer, registry=ck.registry,
-                                 is_seq2seq=ck.is_seq2seq)
-        meta = {"source": "checkpoint", "checkpoint": source, "stage": ck.stage, "step": ck.meta.get("step"),
-                "base_model": ck.meta.get("base_model")}
-    bundle.prompt_format = cfg.data.prompt_format if "prompt_format" in explicit else data_meta.get(
-        "prompt_format", cfg.data.prompt_format)
-    bundle.max_length = cfg.data.max_length if "max_length" in explicit else data_meta.get(
-        "max_length", cfg.data.max_length)
-    return bundle, meta
 
 
 @app.command("eval")
@@ -529,42 +257,9 @@ def eval_(
             fail(f"output folder {str(out)!r} exists (use --overwrite to replace it)")
         text = read_text(Path(cfg.data.eval), "data.eval")
         quiet_libraries()
-        run_eval(cfg, sources, text, out, overwrite, state)
+        runs.run_eval(cfg, sources, text, out, overwrite, state)
     except user_errors() as exc:
         fail(str(exc))
-
-
-def run_eval(cfg: Any, sources: list[str], text: str, out: Path, overwrite: bool, state: Any) -> None:
-    """Body of `alter eval`: each source loaded, checked, evaluated; outputs written by the main process."""
-    import gc
-
-    from rich.console import Console
-
-    from .checkpoint import read_checkpoint_meta
-    from .config import dump_config
-    from .data import parse_jsonl
-    from .output import eval_files, metrics_table, source_labels, write_folder
-
-    labels = source_labels(sources)
-    first_ckpt = next((s for s in sources if s != "zero-shot"), None)
-    first_meta = read_checkpoint_meta(first_ckpt) if first_ckpt else None
-    results, metas = {}, {}
-    for source, label in zip(sources, labels, strict=True):
-        bundle, meta = _load_source(source, cfg, first_meta)
-        examples = parse_jsonl(text, cfg.data.eval, bundle.registry, cfg.data.fields)
-        results[label] = evaluate_source(bundle.model, bundle.tokenizer, bundle.registry, examples, bundle.is_seq2seq,
-                                         bundle.prompt_format, bundle.max_length, cfg.generation, label)
-        metas[label] = meta | {"data": cfg.data.eval, "prompt_format": bundle.prompt_format,
-                               "max_length": bundle.max_length}
-        del bundle
-        gc.collect()
-    if state.is_main_process:
-        files = eval_files(results, metas)
-        files["resolved_config.yaml"] = dump_config(cfg)
-        files["provenance.json"] = json.dumps(provenance() | {"sources": sources}, sort_keys=True, indent=2) + "\n"
-        write_folder(out, files, overwrite=overwrite)
-        Console(width=None if sys.stdout.isatty() else 160).print(metrics_table(results))
-        typer.echo(f"wrote {out}")
 
 
 @app.command("predict")

@@ -110,12 +110,12 @@ def test_sigint_during_checkpoint_swap_is_delivered_after_it():
 def test_interrupted_training_names_the_checkpoint_to_resume(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from alter_cli import cli
+    from alter_cli import cli, runs
 
     def boom(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_stage", boom)
+    monkeypatch.setattr(runs, "run_stage", boom)
     monkeypatch.setattr(cli, "quiet_libraries", lambda: None)
     cfg = Path(__file__).resolve().parents[2] / "configs" / "alter" / "stage1.yaml"
     out = tmp_path / "run"
@@ -185,7 +185,7 @@ def test_overwrite_keeps_folders_that_are_not_runs_and_unwritable_out_is_refused
     run = tmp_path / "run"
     run.mkdir()
     (run / "resolved_config.yaml").write_text("old")
-    from alter_cli.cli import prepare_out_dir
+    from alter_cli.runs import prepare_out_dir
 
     class _Main:
         is_main_process = True
@@ -213,7 +213,7 @@ def test_resuming_a_finished_run_keeps_its_log(tmp_path):
     step left (records == [])."""
     import json
 
-    from alter_cli.cli import write_run_files
+    from alter_cli.runs import write_run_files
     from alter_cli.sources.synthetic import task_configs
 
     cfg = AlterConfig.model_validate({"tasks": task_configs()})
