@@ -25,6 +25,10 @@ from moire_cli.gyroscopic import (
 from moire_cli.topology import GAP_RTOL, BerryCurvatureMesh, berry_curvature_mesh, berry_curvature_path
 from moire_cli.units import K_B_MEV_PER_K
 
+#: A run counts as chiral when B ≠ 0 or some |l_z| on the path exceeds this (ħ). Below it, l_z and
+#: Ω vanish by symmetry (time reversal and inversion both intact) up to round-off.
+CHIRAL_L_Z_TOL = 1e-6
+
 
 def _spin_operator(n_dof: int) -> np.ndarray:
     """iJ ⊗ 1_sites: ε†(iJ)ε = Σ_κ 2 Im(ε*_κx ε_κy) (Zhang–Niu), the per-site rotation generator."""
@@ -174,10 +178,17 @@ class ChiralPhonons:
     stability: dict
     thermal: dict
 
+    @property
+    def is_chiral(self) -> bool:
+        """True when B ≠ 0 or max |l_z| on the path > :data:`CHIRAL_L_Z_TOL`: time reversal or
+        inversion is broken, so l_z and Ω carry information (otherwise both are zero by symmetry)."""
+        return self.omega_c != 0.0 or float(np.max(np.abs(self.l_z), initial=0.0)) > CHIRAL_L_Z_TOL
+
     def summary(self) -> dict:
         """JSON-ready digest: ħω_c, stability under B, Chern numbers with the gap check, thermal totals."""
         groups = [g.as_dict() for g in self.mesh_berry.groups]
         return {
+            "chiral": self.is_chiral,
             "hbar_omega_c_meV": self.omega_c,
             "charge_sign": self.charge_sign,
             "stability_under_field": self.stability,

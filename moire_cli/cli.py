@@ -103,7 +103,7 @@ def _report(console, run, out: Path) -> None:
     unit = cfg.output.frequency_unit
     st = res.stability
     chi = summary["chirality"]
-    show_l_z = chi["max_abs_l_z_hbar"] > 1e-6
+    show_l_z = chi["chiral"]
     tty = console.is_terminal
     if not tty:
         console = Console(width=160, no_color=True, highlight=False, emoji=False)

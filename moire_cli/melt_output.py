@@ -13,15 +13,32 @@ import numpy as np
 from moire_cli import output, plots
 from moire_cli.melt_run import PHASES, MeltRun, lindemann_table, melt_table, numeric_sweep_keys, phase_panels
 
-#: Axis labels (with units) of the swept parameters.
-AXIS_LABELS = {"a_M": "a_M (nm)", "V": "V (meV)", "psi_deg": "ψ (deg)", "epsilon": "ε", "kappa": "κ",
-               "r0": "r₀ (nm)", "r0_1": "r₀₁ (nm)", "r0_2": "r₀₂ (nm)", "d": "d (nm)", "d_g": "d_g (nm)",
-               "lindemann_critical": "L_c", "mass": "m (m₀)", "hbar_omega_M": "ħω_M (meV)", "T": "T (K)"}
+#: Display name and unit of each swept parameter (config key → (symbol, unit); "" = dimensionless).
+QUANTITIES = {"a_M": ("a_M", "nm"), "V": ("V", "meV"), "psi_deg": ("ψ", "deg"), "epsilon": ("ε", ""),
+              "kappa": ("κ", ""), "r0": ("r₀", "nm"), "r0_1": ("r₀₁", "nm"), "r0_2": ("r₀₂", "nm"),
+              "d": ("d", "nm"), "d_g": ("d_g", "nm"), "lindemann_critical": ("L_c", ""), "mass": ("m", "m₀"),
+              "hbar_omega_M": ("ħω_M", "meV"), "T": ("T", "K")}
 
 
 def axis_label(key: str) -> str:
-    """Axis label with unit for a swept key (the key itself when unknown)."""
-    return AXIS_LABELS.get(key, key)
+    """Axis label with unit for a swept key, e.g. "V (meV)" (the key itself when unknown)."""
+    name, unit = QUANTITIES.get(key, (key, ""))
+    return f"{name} ({unit})" if unit else name
+
+
+def value_label(key: str, value) -> str:
+    """One swept value as a person reads it: "V = 15 meV", "ε = 5.1"; the interaction model as its name."""
+    if key == "interaction":
+        return str(value)
+    name, unit = QUANTITIES.get(key, (key, ""))
+    text = f"{value:g}" if isinstance(value, (int, float)) else str(value)
+    return f"{name} = {text} {unit}".rstrip()
+
+
+def _index(values: list) -> tuple[list[int], list]:
+    """(index of each value among the distinct values in first-seen order, the distinct values)."""
+    distinct = list(dict.fromkeys(values))
+    return [distinct.index(v) for v in values], distinct
 
 
 def write_melt(folder: Path, run: MeltRun) -> None:
@@ -37,22 +54,47 @@ def write_melt(folder: Path, run: MeltRun) -> None:
 
 
 def melt_figures(run: MeltRun):
-    """(file name, Figure) for lindemann.png, melting_temperature.png and phase_diagram.png."""
+    """(file name, Figure) for lindemann.png, melting_temperature.png and phase_diagram.png.
+
+    lindemann.png: one panel per combination of the swept parameters other than the one with the
+    most values, which colours the curves. melting_temperature.png: T_m over a_M (or the first
+    numeric swept key), one series per combination of the others, colour = the first numeric one
+    among them, line style = the interaction model (else the next key).
+    """
     cfg, points, res = run.config, run.points, run.sweep
-    labels = [", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in lab.items()) or "config"
-              for lab, _ in points]
-    crit = np.where(res.pinned[:, None], res.lindemann_ratio, res.relative_lindemann_ratio)
+    sweeps = [lab for lab, _ in points]
+    keys = list(sweeps[0])
     name = res.models[0].crystal.name
-    yield "lindemann.png", plots.plot_lindemann(res.temperatures, crit, res.lindemann_critical, labels,
-                                                 title=f"{name}: Lindemann ratio (single-site pinned, relative free)")
-    values = cfg.sweep_values()
+    crit = np.where(res.pinned[:, None], res.lindemann_ratio, res.relative_lindemann_ratio)
+    ckey = max(keys, key=lambda k: len(set(lab[k] for lab in sweeps))) if keys else None
+    facet_keys = [k for k in keys if k != ckey]
+    panel_of, panels = _index([tuple(lab[k] for k in facet_keys) for lab in sweeps])
+    panel_titles = [", ".join(value_label(k, v) for k, v in zip(facet_keys, p, strict=True)) or name for p in panels]
+    colour_of, colours = _index([lab[ckey] for lab in sweeps] if ckey else [None] * len(sweeps))
+    colour_labels = [value_label(ckey, v) if ckey else "config" for v in colours]
+    yield "lindemann.png", plots.plot_lindemann(
+        res.temperatures, crit, res.lindemann_critical, panel_of, panel_titles, colour_of, colour_labels,
+        title=f"{name}: Lindemann ratio (single-site pinned, relative unpinned)")
     numeric = numeric_sweep_keys(cfg)
     xkey = "a_M" if "a_M" in numeric else (numeric[0] if numeric else None)
-    x = [p.moire_potential.a_M for _, p in points] if xkey in (None, "a_M") else [lab[xkey] for lab, _ in points]
-    others = [k for k in values if k != xkey and k != "interaction"]
-    groups = [p.interaction.kind + "".join(f", {k}={lab[k]}" for k in others) for lab, p in points]
+    x = [p.moire_potential.a_M for _, p in points] if xkey in (None, "a_M") else [lab[xkey] for lab in sweeps]
+    others = [k for k in keys if k != xkey]
+    if "interaction" not in others:  # the interaction model is always named in the legend
+        others = ["interaction", *others]
+    series_of, series = _index([tuple(lab.get(k, p.interaction.kind) for k in others) for lab, p in points])
+    labels = [", ".join(value_label(k, v) for k, v in zip(others, s, strict=True)) for s in series]
+    colour_key = next((k for k in others if k in numeric), None)
+    style_key = "interaction" if colour_key != "interaction" else next((k for k in others if k != colour_key), None)
+
+    def key_index(key):
+        if key is None:
+            return list(range(len(series)))
+        col = others.index(key)
+        return _index([s[col] for s in series])[0]
+
     yield "melting_temperature.png", plots.plot_melting_temperature(
-        x, res.melting_temperature, res.quantum_melted, groups, axis_label(xkey or "a_M"),
+        x, res.melting_temperature, res.quantum_melted, series_of, labels, key_index(colour_key),
+        key_index(style_key) if style_key else [0] * len(series), axis_label(xkey or "a_M"),
         title=f"{name}: melting temperature")
     panels = [(t, x, y, ph, axis_label(kx), axis_label(ky)) for t, x, y, ph, kx, ky in phase_panels(run)]
     yield "phase_diagram.png", plots.plot_phase_diagram(panels, PHASES, title=f"{name}: phase diagram")

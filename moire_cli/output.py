@@ -142,6 +142,12 @@ def write_csv(path: Path, columns: Mapping[str, Sequence], float_format: str = "
             w.writerow([fmt(v) for v in row])
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8), atomically."""
+    with _atomic_file(path) as fh:
+        fh.write(text)
+
+
 def write_npz(path: Path, **arrays) -> None:
     """Write arrays to a compressed .npz, atomically."""
     with _atomic_file(path, "wb") as fh:

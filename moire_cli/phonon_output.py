@@ -1,7 +1,8 @@
 """The files of `moire phonons`: one writer for a :class:`moire_cli.phonon_run.PhononRun`.
 
 bands.csv (one row per path q-point and mode, with l_z, μ_z, Ω, degenerate), dos.csv, arrays.npz,
-summary.json and, with ``output.plot``, bands.png, bands_l_z.png and berry_curvature.png.
+summary.json, band.yaml (phonopy's layout, :mod:`moire_cli.band_yaml`) and, with ``output.plot``, bands.png, and for chiral runs (B ≠ 0 or inversion broken,
+``ChiralPhonons.is_chiral``) bands_l_z.png and berry_curvature.png.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from moire_cli import output, plots
+from moire_cli.band_yaml import band_yaml_text
 from moire_cli.phonon_run import PhononRun
 from moire_cli.units import convert_frequency
 
@@ -71,13 +73,18 @@ def write_phonons(folder: Path, run: PhononRun) -> None:
         hbar_omega_c_meV=np.array(chiral.omega_c),
     )
     output.write_json(folder / "summary.json", run.summary)
+    output.write_text(
+        folder / "band.yaml",
+        band_yaml_text(path, cr, res.path_frequencies, cfg.mass,
+                       comment={"calculator": "moire", "length_unit": "nm", "frequency_unit": "THz"}),
+    )
     if cfg.output.plot:
         for name, fig in phonon_figures(run):
             output.save_figure(fig, folder / name)
 
 
 def phonon_figures(run: PhononRun):
-    """(file name, Figure) for bands.png, bands_l_z.png and berry_curvature.png."""
+    """(file name, Figure) for bands.png and, when the run is chiral, bands_l_z.png and berry_curvature.png."""
     cfg, res, chiral, path = run.config, run.result, run.chiral, run.path
     unit = cfg.output.frequency_unit
     cr = res.model.crystal
@@ -86,20 +93,24 @@ def phonon_figures(run: PhononRun):
     yield "bands.png", plots.plot_bands_dos(
         path.distance,
         freqs,
-        path.labels,
+        path.tick_labels(),
         res.energies * factor,
         res.dos / factor,
         unit,
         title=f"{cr.name}, {cfg.interaction.kind}, a_M = {cfg.moire_potential.a_M:g} nm",
+        pieces=path.pieces,
     )
+    if not chiral.is_chiral:  # B = 0 with inversion intact: l_z ≡ 0 and Ω ≡ 0, nothing to show
+        return
     b_field = cfg.chirality.magnetic_field_T
     yield "bands_l_z.png", plots.plot_bands_angular_momentum(
         path.distance,
         freqs,
         chiral.l_z,
-        path.labels,
+        path.tick_labels(),
         unit,
         title=f"{cr.name}, B = {b_field:g} T: phonon angular momentum",
+        pieces=path.pieces,
     )
     bm = chiral.mesh_berry
     band = cfg.chirality.berry_band

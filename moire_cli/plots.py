@@ -9,41 +9,70 @@ from __future__ import annotations
 import numpy as np
 
 
+def _pieces(pieces, n: int) -> list[tuple[int, int]]:
+    return [(0, n)] if pieces is None else [(int(a), int(b)) for a, b in pieces]
+
+
+def _path_axis(ax, distance: np.ndarray, ticks: list[tuple[float, str]], pieces: list[tuple[int, int]]) -> None:
+    """Ticks at the labelled points (a break's two labels joined, e.g. "Γ|K'"), thin grey lines at
+    the points, a black line at each break, x limits at the path ends."""
+    ax.set_xticks([x for x, _ in ticks], [t for _, t in ticks])
+    breaks = {float(distance[a]) for a, _ in pieces[1:]}
+    for x, _ in ticks:
+        if x in breaks:
+            ax.axvline(x, color="k", lw=1.0)
+        else:
+            ax.axvline(x, color="0.8", lw=0.6)
+    ax.set_xlim(distance[0], distance[-1])
+
+
 def plot_bands_dos(
     distance: np.ndarray,
     frequencies: np.ndarray,
-    labels: list[tuple[int, str]],
+    ticks: list[tuple[float, str]],
     energies: np.ndarray,
     dos: np.ndarray,
     unit: str = "meV",
     title: str = "",
+    pieces: list[tuple[int, int]] | None = None,
 ):
-    """Bands (N_q, n_modes) along the path (left) and DOS (right), imaginary branches (negative)
-    shown below zero in red. Returns the matplotlib Figure (Agg)."""
+    """Bands (N_q, n_modes) along the path (left) and DOS (states per ``unit`` per cell, right),
+    imaginary branches (negative) shown below zero in red.
+
+    Args:
+        distance: (N_q,) path coordinate; ticks: (x, text) of the labelled points
+            (``BandPath.tick_labels``); pieces: (start, stop) index ranges of the continuous pieces
+            (no line is drawn across a break); None = one piece.
+
+    Returns:
+        the matplotlib Figure (Agg).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax, axd) = plt.subplots(
-        1, 2, figsize=(7.5, 4.2), sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.05}
+        1, 2, figsize=(7.8, 4.2), sharey=True, gridspec_kw={"width_ratios": [3, 1], "wspace": 0.08}
     )
-    ax.plot(distance, frequencies, color="C0", lw=1.2)
+    pieces = _pieces(pieces, len(distance))
     neg = np.where(frequencies < 0, frequencies, np.nan)
+    for a, b in pieces:
+        ax.plot(distance[a:b], frequencies[a:b], color="C0", lw=1.2)
+        if np.isfinite(neg).any():
+            ax.plot(distance[a:b], neg[a:b], color="C3", lw=1.4)
     if np.isfinite(neg).any():
-        ax.plot(distance, neg, color="C3", lw=1.4)
         ax.axhline(0, color="0.5", lw=0.6)
-    ticks = [distance[i] for i, _ in labels]
-    ax.set_xticks(ticks, [("Γ" if lab == "G" else lab) for _, lab in labels])
-    for t in ticks:
-        ax.axvline(t, color="0.8", lw=0.6)
-    ax.set_xlim(distance[0], distance[-1])
+    _path_axis(ax, distance, ticks, pieces)
     ax.set_ylabel(f"ħω ({unit}); imaginary < 0")
     ax.set_title(title, fontsize=10)
     axd.plot(dos, energies, color="C0")
     axd.fill_betweenx(energies, 0, dos, color="C0", alpha=0.25)
-    axd.set_xlabel("DOS")
+    axd.set_xlabel(f"DOS (1/{unit} per cell)")
     axd.set_xlim(left=0)
+    # No "0" at the left end of the DOS axis: it would run into the last tick of the band path.
+    axd.xaxis.set_major_locator(MaxNLocator(nbins=3, prune="lower"))
     axd.tick_params(labelleft=False)
     return fig
 
@@ -62,48 +91,107 @@ def _pyplot():
     return plt
 
 
-def plot_lindemann(temperatures, ratios, lindemann_critical, labels, title: str = ""):
-    """L(T) per sweep point (P, N_T) with the critical value(s) L_c (P,) dashed. Returns the Figure."""
+def plot_lindemann(
+    temperatures,
+    ratios,
+    lindemann_critical,
+    panel_of,
+    panel_titles,
+    colour_of,
+    colour_labels,
+    title: str = "",
+):
+    """L(T) of P sweep points (P, N_T), faceted: one panel per combination of the swept parameters
+    other than the colour one, curves coloured by the colour parameter (one legend for all panels),
+    the critical value(s) L_c (P,) dashed in each panel.
+
+    Args:
+        panel_of: (P,) panel index of each point; panel_titles: one title per panel.
+        colour_of: (P,) index into colour_labels (legend text, e.g. "a_M = 4 nm").
+
+    Returns:
+        the Figure.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    n = len(ratios)
+    ratios = np.asarray(ratios, dtype=float)
+    lcs = np.broadcast_to(np.asarray(lindemann_critical, dtype=float), (len(ratios),))
+    panel_of = np.asarray(panel_of, dtype=int)
+    colour_of = np.asarray(colour_of, dtype=int)
+    n_panels = len(panel_titles)
+    ncols = min(n_panels, 3)
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols + 1.6, 2.7 * nrows + 0.6), sharex=True,
+                             sharey=True, squeeze=False)
+    n_c = len(colour_labels)
     cmap = plt.get_cmap("viridis")
-    for i, (r, lab) in enumerate(zip(ratios, labels, strict=True)):
-        ax.plot(temperatures, r, color=cmap(i / max(n - 1, 1)), lw=1.3, label=lab if n <= 10 else None)
-    for lc in np.unique(np.asarray(lindemann_critical, dtype=float)):
-        ax.axhline(lc, color="k", ls="--", lw=0.9)
-        ax.text(temperatures[0], lc, f" L_c = {lc:g}", va="bottom", fontsize=8)
-    ax.set_xlabel("T (K)")
-    ax.set_ylabel("Lindemann ratio L")
-    ax.set_xlim(temperatures[0], temperatures[-1])
-    ax.set_ylim(bottom=0)
-    ax.set_title(title, fontsize=10)
-    if n <= 10:
-        ax.legend(fontsize=7, loc="upper left", frameon=False)
-    elif n > 1:
-        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, n - 1))
-        fig.colorbar(sm, ax=ax, label="sweep point")
+    colours = [cmap(0.9 * k / max(n_c - 1, 1)) for k in range(n_c)]
+    handles = {}
+    for k, ax in enumerate(axes.flat):
+        if k >= n_panels:
+            ax.set_visible(False)
+            continue
+        sel = np.flatnonzero(panel_of == k)
+        for i in sel:
+            (line,) = ax.plot(temperatures, ratios[i], color=colours[colour_of[i]], lw=1.3)
+            handles.setdefault(int(colour_of[i]), line)
+        for lc in np.unique(lcs[sel]):
+            ax.axhline(lc, color="k", ls="--", lw=0.9)
+            ax.text(temperatures[-1], lc, f"L_c = {lc:g} ", va="bottom", ha="right", fontsize=7)
+        if not np.isfinite(ratios[sel]).any():
+            ax.text(0.5, 0.5, "unstable: no L", transform=ax.transAxes, ha="center", fontsize=8, color="0.4")
+        ax.set_title(panel_titles[k], fontsize=8.5)
+        ax.set_xlim(temperatures[0], temperatures[-1])
+        ax.set_ylim(bottom=0)
+        if k % ncols == 0:
+            ax.set_ylabel("Lindemann ratio L")
+        if k >= n_panels - ncols:
+            ax.set_xlabel("T (K)")
+            ax.xaxis.set_tick_params(labelbottom=True)
+    order = sorted(handles)
+    fig.legend([handles[k] for k in order], [colour_labels[k] for k in order], loc="center left",
+               bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig
 
 
-def plot_melting_temperature(x, melting_temperature, quantum_melted, groups, xlabel: str, title: str = ""):
-    """T_m versus x (P,) with one line per group label (e.g. interaction model); quantum-melted
-    points drawn as crosses on the axis, +inf (above the search range) as triangles at the top."""
+#: Line styles and markers that tell overlapping series apart (filled, then open markers).
+_STYLES = (("-", "o", True), ("--", "s", False), (":", "^", True), ("-.", "D", False))
+
+
+def plot_melting_temperature(x, melting_temperature, quantum_melted, series_of, series_labels, colour_of,
+                             style_of, xlabel: str, title: str = ""):
+    """T_m versus x (P,), one line per series; colour and style (line style + marker, filled or
+    open) each encode one swept parameter, so series that coincide stay visible (a dashed line
+    with open markers around a solid one's filled markers). Quantum-melted points are crosses on
+    the axis, +inf (above the search range) triangles at the top.
+
+    Args:
+        series_of: (P,) series index of each point; series_labels: legend text per series (with units).
+        colour_of, style_of: (n_series,) colour and style index of each series.
+
+    Returns:
+        the Figure.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
     x = np.asarray(x, dtype=float)
     tm = np.asarray(melting_temperature, dtype=float)
     q = np.asarray(quantum_melted, dtype=bool)
+    series_of = np.asarray(series_of, dtype=int)
     finite = tm[np.isfinite(tm)]
     top = float(finite.max()) * 1.1 if finite.size else 1.0
-    for i, g in enumerate(dict.fromkeys(groups)):
-        sel = np.array([gg == g for gg in groups])
-        order = np.argsort(x[sel])
-        xs, ts, qs = x[sel][order], tm[sel][order], q[sel][order]
-        colour = f"C{i % 10}"
-        ax.plot(xs, np.where(np.isfinite(ts), ts, np.nan), "o-", color=colour, ms=3.5, lw=1.3, label=g)
+    for k, label in enumerate(series_labels):
+        sel = np.flatnonzero(series_of == k)
+        order = sel[np.argsort(x[sel])]
+        xs, ts, qs = x[order], tm[order], q[order]
+        colour = f"C{colour_of[k] % 10}"
+        ls, marker, filled = _STYLES[style_of[k] % len(_STYLES)]
+        face = colour if filled else "none"  # open markers show a coinciding filled one inside
+        ax.plot(xs, np.where(np.isfinite(ts), ts, np.nan), ls=ls, marker=marker, color=colour, mfc=face,
+                ms=5 if filled else 6.5, lw=1.4, label=label, zorder=2 + k)
         if qs.any():
-            ax.plot(xs[qs], np.zeros(qs.sum()), "x", color=colour, ms=7, mew=2)
+            ax.plot(xs[qs], np.zeros(qs.sum()), "x", color=colour, ms=7, mew=2, clip_on=False, zorder=10)
         up = np.isinf(ts)
         if up.any():
             ax.plot(xs[up], np.full(up.sum(), top), "^", color=colour, ms=6)
@@ -111,7 +199,7 @@ def plot_melting_temperature(x, melting_temperature, quantum_melted, groups, xla
     ax.set_ylabel("melting temperature T_m (K)")
     ax.set_ylim(bottom=0)
     ax.set_title(title + ("  (× quantum melted)" if q.any() else ""), fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -159,12 +247,14 @@ def plot_bands_angular_momentum(
     distance: np.ndarray,
     frequencies: np.ndarray,
     l_z: np.ndarray,
-    labels: list[tuple[int, str]],
+    ticks: list[tuple[float, str]],
     unit: str = "meV",
     title: str = "",
+    pieces: list[tuple[int, int]] | None = None,
 ):
     """Bands (N_q, n_modes) along the path coloured by the phonon angular momentum l_z (ħ),
-    a diverging map symmetric about 0 (red: counterclockwise). Returns the Figure (Agg)."""
+    a diverging map symmetric about 0 (red: counterclockwise); ticks and pieces as in
+    :func:`plot_bands_dos`. Returns the Figure (Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,17 +265,15 @@ def plot_bands_angular_momentum(
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     lim = max(float(np.nanmax(np.abs(l_z), initial=0.0)), 1e-3)
     norm = Normalize(-lim, lim)
-    for s in range(frequencies.shape[1]):
-        pts = np.stack([distance, frequencies[:, s]], axis=-1)
-        seg = np.stack([pts[:-1], pts[1:]], axis=1)
-        lc = LineCollection(seg, cmap="coolwarm", norm=norm, linewidths=2.0)
-        lc.set_array(0.5 * (l_z[:-1, s] + l_z[1:, s]))
-        ax.add_collection(lc)
-    ticks = [distance[i] for i, _ in labels]
-    ax.set_xticks(ticks, [("Γ" if lab == "G" else lab) for _, lab in labels])
-    for t in ticks:
-        ax.axvline(t, color="0.8", lw=0.6)
-    ax.set_xlim(distance[0], distance[-1])
+    pieces = _pieces(pieces, len(distance))
+    for a, b in pieces:  # no segment across a break
+        for s in range(frequencies.shape[1]):
+            pts = np.stack([distance[a:b], frequencies[a:b, s]], axis=-1)
+            seg = np.stack([pts[:-1], pts[1:]], axis=1)
+            lc = LineCollection(seg, cmap="coolwarm", norm=norm, linewidths=2.0)
+            lc.set_array(0.5 * (l_z[a : b - 1, s] + l_z[a + 1 : b, s]))
+            ax.add_collection(lc)
+    _path_axis(ax, distance, ticks, pieces)
     lo, hi = float(np.min(frequencies)), float(np.max(frequencies))
     pad = 0.05 * max(hi - lo, 1e-9)
     ax.set_ylim(lo - pad, hi + pad)
