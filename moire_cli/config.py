@@ -21,7 +21,15 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from moire_cli.crystals import BUILTIN_CRYSTALS, Crystal, build_crystal
+from moire_cli.crystals import (
+    BUILTIN_CRYSTALS,
+    MOIRE_LATTICE,
+    SUPERLATTICE_TOL,
+    Crystal,
+    build_crystal,
+    gauss_reduce,
+    moire_lattice_coefficients,
+)
 from moire_cli.dynamics import LatticeModel
 from moire_cli.potentials import Coulomb, DualGate, Keldysh, MoirePotential, PairInteraction
 from moire_cli.units import HBAR2_OVER_M0_MEV_NM2
@@ -45,16 +53,20 @@ class _Section(BaseModel):
 
 #: Sites of a user basis closer than this (units of a_M, modulo lattice vectors) are rejected.
 MIN_SITE_SEPARATION = 1e-2
+#: Largest |entry| of a user cell and of a user basis site (units of a_M).
+MAX_CELL_ENTRY = 1e3
+MAX_BASIS_COORDINATE = 1e4
 
 
 def _check_distinct_sites(cell: np.ndarray, basis: np.ndarray) -> None:
     """Raise ValueError if two basis sites coincide modulo a lattice vector (units of a_M)."""
+    cell = gauss_reduce(cell)  # the 3×3 neighbouring cells below suffice for a reduced cell only
     frac = basis @ np.linalg.inv(cell)
     for i in range(len(basis)):
         for j in range(i):
             df = frac[i] - frac[j]
             df -= np.round(df)
-            # nearest image among the 3×3 neighbouring cells (the reduced cell may be oblique)
+            # nearest image among the 3×3 neighbouring cells of the reduced cell
             shifts = np.array([[a, b] for a in (-1, 0, 1) for b in (-1, 0, 1)])
             dist = np.linalg.norm((df + shifts) @ cell, axis=1).min()
             if dist < MIN_SITE_SEPARATION:
@@ -86,13 +98,24 @@ class CrystalConfig(_Section):
             if len(self.basis) < 1 or np.shape(self.basis)[1:] != (2,):
                 raise ValueError("crystal.basis must be a list of 2-vectors (units of a_M)")
             cell = np.array(self.cell)
+            if np.abs(cell).max() > MAX_CELL_ENTRY or np.abs(self.basis).max() > MAX_BASIS_COORDINATE:
+                raise ValueError(
+                    f"crystal.cell entries must be within ±{MAX_CELL_ENTRY:g} a_M and crystal.basis coordinates "
+                    f"within ±{MAX_BASIS_COORDINATE:g} a_M (sites are wrapped into the cell; beyond that "
+                    f"round-off moves them)"
+                )
             if abs(np.linalg.det(cell)) < 1e-9 * np.prod(np.linalg.norm(cell, axis=1)):
                 raise ValueError("crystal.cell vectors are linearly dependent")
             _check_distinct_sites(cell, np.array(self.basis))
         return self
 
-    def build(self, a_M: float) -> Crystal:
-        return build_crystal(self.name, a_M, self.cell, self.basis)
+    def build(self, a_M: float, commensurate: bool = False) -> Crystal:
+        """The crystal at moiré period a_M (nm). ``commensurate``: a user cell is snapped to the exact
+        moiré lattice vectors it was checked to be (within :data:`SUPERLATTICE_TOL`)."""
+        cell = self.cell
+        if commensurate and cell is not None:
+            cell = moire_lattice_coefficients(cell)[0] @ MOIRE_LATTICE
+        return build_crystal(self.name, a_M, cell, self.basis)
 
 
 class MoirePotentialConfig(_Section):
@@ -195,6 +218,34 @@ class SystemConfig(_Section):
         c = self.crystal
         return len(BUILTIN_CRYSTALS[c.name][1]) if c.name in BUILTIN_CRYSTALS else len(c.basis)
 
+    @property
+    def pinned(self) -> bool:
+        """A moiré potential acts on some site: V > 0 (or ħω_M given) and not every trap_scale 0.
+        ``trap_scale`` all zero is the unpinned crystal (the same model as V = 0)."""
+        mp = self.moire_potential
+        ts = mp.trap_scale
+        return (mp.V > 0 or mp.hbar_omega_M is not None) and (ts is None or any(x > 0 for x in ts))
+
+    @model_validator(mode="after")
+    def _check_commensurate(self) -> SystemConfig:
+        """A pinned user crystal must be a superlattice of the moiré lattice: its cell vectors moiré
+        lattice vectors. Otherwise the images of a site feel different potentials, the crystal is not
+        periodic with its cell and its phonons are undefined (the potential is evaluated in the home
+        cell); an unpinned crystal (V = 0) may have any cell."""
+        c = self.crystal
+        if c.name in BUILTIN_CRYSTALS or not self.pinned:
+            return self
+        m = np.asarray(c.cell, dtype=float) @ np.linalg.inv(MOIRE_LATTICE)
+        dev = np.abs(m - np.round(m)).max(axis=1)
+        for row in range(2):
+            if dev[row] > SUPERLATTICE_TOL:
+                raise ValueError(
+                    f"crystal.cell vector {row + 1} {list(c.cell[row])} (units of a_M) is not a moiré lattice vector "
+                    f"n1·A1 + n2·A2 (A1 = (1, 0), A2 = (1/2, √3/2); coefficients {np.round(m[row], 6).tolist()}): "
+                    f"a pinned crystal must be a superlattice of the moiré lattice (set V = 0 for an unpinned one)"
+                )
+        return self
+
     @model_validator(mode="after")
     def _check_sites(self) -> SystemConfig:
         ts = self.moire_potential.trap_scale
@@ -232,11 +283,12 @@ class SystemConfig(_Section):
         return self
 
     def build_model(self) -> LatticeModel:
-        """The :class:`LatticeModel` this config describes (unrelaxed)."""
-        ts = self.moire_potential.trap_scale
+        """The :class:`LatticeModel` this config describes (unrelaxed); potential None when unpinned
+        (V = 0 or every trap_scale 0, see :attr:`pinned`)."""
+        ts = self.moire_potential.trap_scale if self.pinned else None
         return LatticeModel(
-            crystal=self.crystal.build(self.moire_potential.a_M),
-            potential=self.moire_potential.build(self.mass),
+            crystal=self.crystal.build(self.moire_potential.a_M, commensurate=self.pinned),
+            potential=self.moire_potential.build(self.mass) if self.pinned else None,
             interaction=self.interaction.build(self.dielectric.kappa),
             mass=self.mass,
             trap_scale=None if ts is None else tuple(float(x) for x in ts),

@@ -72,8 +72,18 @@ class MoirePotential:
 
     @property
     def barrier(self) -> float:
-        """Δ at the midpoint of two adjacent minima minus Δ_min (meV); 8V at ψ = π."""
-        return float(self._full_value(self.r_min + 0.5 * self.lattice[0]) - self._full_value(self.r_min))
+        """Escape barrier from a minimum (meV): the saddle of the minimum-energy path minus Δ_min,
+        E_b = 6V c(ψ) − 2V cos 3ψ (8V at ψ = π, V at ψ = 0, where the minima form a honeycomb).
+
+        Derivation: with p_j = b_j·r + ψ (Σ_j p_j = 3ψ since Σ_j b_j = 0), ∇Δ = −2V Σ_j sin p_j b_j = 0
+        needs sin p_1 = sin p_2 = sin p_3. Either all p_j are equal (the high-symmetry points r_s,
+        where the Hessian −3Vb² cos θ_s·I is isotropic: minima or maxima, never saddles) or two are α
+        and one π − α (or one α and two π − α), which the constraint fixes to Δ = −2V cos 3ψ; there the
+        Hessian has the eigenvalues V b² cos α and −3V b² cos α, so these points are the saddles, all at
+        the same height. The lowest point on the rim of a basin is a saddle, hence E_b.
+        Checked against a numerical saddle search in tests/moire/test_potentials.py.
+        """
+        return float(6 * self.V * self.c_psi - 2 * self.V * np.cos(3 * self.psi_eff))
 
     def harmonic_warning(self, mass: float, ratio: float = 0.25) -> str | None:
         """A warning when ħω_M > ratio × barrier (the harmonic expansion is then marginal)."""
@@ -82,8 +92,8 @@ class MoirePotential:
         w = self.hbar_omega_M(mass)
         if w > ratio * self.barrier:
             return (
-                f"ħω_M = {w:.3g} meV is not small against the barrier between minima "
-                f"({self.barrier:.3g} meV): the harmonic expansion is marginal"
+                f"ħω_M = {w:.3g} meV is not small against the escape barrier between minima "
+                f"({self.barrier:.3g} meV, the saddle of the minimum-energy path): the harmonic expansion is marginal"
             )
         return None
 

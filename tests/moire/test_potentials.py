@@ -113,3 +113,53 @@ def test_bad_parameters_raise():
         Keldysh(5, 0.0)
     with pytest.raises(ValueError):
         DualGate(5, -1.0)
+
+
+# ---------------------------------------------------------------- escape barrier (issue 15 item 5)
+def _numerical_escape_barrier(p: MoirePotential) -> float:
+    """Independent check: every critical point of Δ in one moiré cell from scipy.optimize.root on
+    ∇Δ = 0 (a 12 × 12 grid of starts), the index-1 ones (one negative Hessian eigenvalue) are the
+    saddles; the escape barrier is the lowest saddle minus the global minimum."""
+    from scipy import optimize
+
+    f = np.linspace(0, 1, 12, endpoint=False)
+    starts = np.stack(np.meshgrid(f, f), -1).reshape(-1, 2) @ p.lattice
+    saddles = []
+    for r0 in starts:
+        sol = optimize.root(lambda r: p.gradient(r), r0, jac=lambda r: p.hessian(r), tol=1e-13)
+        if sol.success and np.linalg.norm(p.gradient(sol.x)) < 1e-9 * p.V / p.a_M:
+            ev = np.linalg.eigvalsh(p.hessian(sol.x))
+            if ev[0] < -1e-6 * abs(ev).max() and ev[1] > 1e-6 * abs(ev).max():
+                saddles.append(float(p.value(sol.x)))
+    return min(saddles) - float(p.value(np.zeros(2)))
+
+
+def _midpoint_barrier(p: MoirePotential) -> float:
+    """The old (wrong) estimate: Δ halfway to the next minimum along A1, minus Δ_min."""
+    return float(p.value(0.5 * p.lattice[0]) - p.value(np.zeros(2)))
+
+
+@pytest.mark.parametrize("psi_deg", [0, 17, 30, 45, 60, 90, 120, 150, 180, 200, 245, 300])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_escape_barrier_is_the_saddle(psi_deg, sign):
+    p = MoirePotential(8.0, 15.0, np.deg2rad(psi_deg), carrier_sign=sign)
+    assert p.barrier == pytest.approx(_numerical_escape_barrier(p), rel=1e-9, abs=1e-9)
+    assert p.barrier <= _midpoint_barrier(p) + 1e-9  # the straight line is never below the saddle
+
+
+def test_escape_barrier_closed_forms_and_issue_numbers():
+    V = 15.0
+    # ψ = π: the saddle is the midpoint of two minima (by symmetry), 8V (spec §2)
+    p = MoirePotential(8.0, V, np.pi)
+    assert p.barrier == pytest.approx(8 * V, rel=1e-12) == _midpoint_barrier(p)
+    # ψ = 0: the minima form a honeycomb; escape to the neighbouring minimum costs V, while the
+    # straight line to the next equivalent minimum rises by 4V
+    p = MoirePotential(8.0, V, 0.0)
+    assert p.barrier == pytest.approx(V, rel=1e-12)
+    assert _midpoint_barrier(p) == pytest.approx(4 * V, rel=1e-12)
+    # the shipped WSe2/WS2 hole crystal (ψ = 45°, holes): 42.4 meV escape, not 84.9 (issue 15 item 5)
+    p = MoirePotential(8.0, V, np.deg2rad(45.0), carrier_sign=-1)
+    assert p.barrier == pytest.approx(2 * np.sqrt(2) * V, rel=1e-12)
+    assert round(p.barrier, 1) == 42.4 and round(_midpoint_barrier(p), 1) == 84.9
+    # harmonic ratio: the warning now fires when ħω_M > barrier / 4 with the true barrier
+    assert MoirePotential(8.0, V, 0.0).harmonic_warning(0.45) is not None
