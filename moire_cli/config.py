@@ -14,6 +14,7 @@ Units: nm, meV, m₀, degrees for ψ.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -45,10 +46,25 @@ class _Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_as_number(cls, value, info):
-        """YAML true/false is not a number (pydantic would read `mass: true` as 1.0)."""
-        if isinstance(value, bool) and "bool" not in str(cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"the boolean {str(value).lower()} is not a valid value here")
+        """YAML true/false is not a number, also inside lists (pydantic would read `mass: true` as
+        1.0 and `size: [true, 6]` as (1, 6))."""
+        annotation = str(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, dict) and annotation.startswith("dict["):  # e.g. sweep: {a_M: [true]}
+            value_has_bool = any(_has_bool(v) for v in value.values())
+        else:
+            value_has_bool = _has_bool(value)
+        if "bool" not in annotation and value_has_bool:
+            raise ValueError("a boolean (true/false) is not a valid value here")
         return value
+
+
+def _has_bool(value, depth: int = 0) -> bool:
+    """True if ``value`` is a bool or a list/tuple holding one (nested sections check themselves)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (list, tuple)) and depth < 8:
+        return any(_has_bool(v, depth + 1) for v in value)
+    return False
 
 
 #: Sites of a user basis closer than this (units of a_M, modulo lattice vectors) are rejected.
@@ -422,9 +438,10 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
         if not key or any(not p for p in key.split(".")):
             raise ConfigError(f"--set: bad key {key!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+            value = _load_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None)
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}" + (f" ({problem})" if problem else "")) from None
         out.append((key, value))
     return out
 
@@ -457,9 +474,30 @@ def config_from_dict(data: dict, cls: type[C] = PhononsConfig, overrides: list[s
         raise ConfigError(_format_error(err)) from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last one
-    silently, so a repeated section would drop the first one's settings)."""
+#: Deepest nesting of a config (sections, lists) and most values after expanding YAML aliases.
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 1_000_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """A safe loader for configs that reads the YAML 1.2 core schema instead of PyYAML's YAML 1.1:
+    only true/false are booleans (``no``, ``on``, ``yes``, ``off`` stay strings), no sexagesimal
+    numbers (``1:30`` is a string), no timestamps, ints decimal / 0o octal / 0x hex (``010`` is 10);
+    rejects a key given twice in one mapping (PyYAML keeps the last one silently), nesting deeper than
+    :data:`MAX_YAML_DEPTH` and integers too long for Python (over 4300 digits), each with the line."""
+
+    yaml_implicit_resolvers: dict = {}
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -472,6 +510,50 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                         None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        try:
+            body = text.lstrip("+-")
+            base = 8 if body.startswith("0o") else 16 if body.startswith("0x") else 10
+            return int(text, base)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer with {len(text)} characters is too long", node.start_mark) from None
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+for _tag, _regexp, _first in (  # YAML 1.2 core schema (yaml.org/spec/1.2.2, §10.3.2)
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+     "-+0123456789."),
+    ("merge", r"^(?:<<)$", "<"),
+):
+    _ConfigLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_regexp), list(_first))
+
+
+def _count_values(obj, limit: int = MAX_YAML_VALUES) -> int:
+    """Number of values in ``obj`` counting shared (aliased) objects each time, stopping at ``limit``."""
+    count, stack = 0, [obj]
+    while stack and count <= limit:
+        cur = stack.pop()
+        count += 1
+        if isinstance(cur, dict):
+            stack.extend(cur.keys())
+            stack.extend(cur.values())
+        elif isinstance(cur, list):
+            stack.extend(cur)
+    return count
+
+
+def _load_yaml(text: str):
+    """Parse ``text`` with :class:`_ConfigLoader`. Raises yaml.YAMLError (with a mark where known)."""
+    data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
+    if _count_values(data) > MAX_YAML_VALUES:
+        raise yaml.YAMLError(f"more than {MAX_YAML_VALUES:g} values after expanding aliases")
+    return data
 
 
 def load_config(path: Path | str, cls: type[C] = PhononsConfig, overrides: list[str] | None = None) -> C:
@@ -488,11 +570,11 @@ def load_config(path: Path | str, cls: type[C] = PhononsConfig, overrides: list[
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = _load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None)
+        problem = getattr(err, "problem", None) or (str(err) if mark is None else None)
         raise ConfigError(f"malformed YAML in {path}{where}" + (f": {problem}" if problem else "")) from None
     if data is None:
         data = {}
@@ -641,6 +723,8 @@ SWEEP_ALIASES: dict[str, tuple[str, ...]] = {
     "mass": ("mass",),
 }
 _MAX_SWEEP_POINTS = 10000
+#: The only melt.* key that is used per sweep point (all others set the whole run).
+PER_POINT_MELT_KEYS = ("melt.lindemann_critical",)
 #: Most (sweep points × finest mesh q-points × sites²) of one melt run (memory bound, estimated).
 MAX_MELT_WORK = 2**24
 
@@ -683,6 +767,35 @@ class MeltConfig(SystemConfig):
                 raise ValueError(f"sweep.{key}: empty list")
         return self
 
+    def model_inputs(self) -> str:
+        """The inputs one sweep point's result depends on, as canonical JSON: what the model
+        actually uses (r₀ only for keldysh and the screened dipoles, d_g only for dual-gate, ψ and
+        the trap only when pinned, V only without ħω_M) and L_c. Two points with equal
+        ``model_inputs`` give identical rows."""
+        import json
+
+        mp, inter = self.moire_potential, self.interaction
+        used: dict = {"kind": inter.kind}
+        if inter.kind == "keldysh":
+            used["r0"] = inter.r0
+        elif inter.kind == "dual-gate":
+            used["d_g"] = inter.d_g
+        elif inter.is_exciton:
+            used["d"] = inter.d
+            r01, r02 = inter.screening_lengths()
+            if inter.kind == "dipole-twosheet":
+                used["r0_1"], used["r0_2"] = r01, r02
+            elif inter.kind == "dipole-lumped":
+                used["r0"] = r01 + r02
+        pot: dict = {"a_M": mp.a_M}
+        if self.pinned:
+            pot.update(psi_deg=mp.psi_deg % 360, carrier=mp.carrier, harmonic_only=mp.harmonic_only,
+                       trap_scale=mp.trap_scale)
+            pot.update({"hbar_omega_M": mp.hbar_omega_M} if mp.hbar_omega_M is not None else {"V": mp.V})
+        return json.dumps({"crystal": self.crystal.model_dump(), "potential": pot, "mass": self.effective_mass,
+                           "kappa": self.dielectric.kappa, "interaction": used, "ewald": self.ewald.model_dump(),
+                           "lindemann_critical": self.melt.lindemann_critical}, sort_keys=True)
+
     @property
     def effective_mass(self) -> float:
         """Particle mass (m₀): m_e + m_h for excitons, else ``mass``."""
@@ -705,6 +818,13 @@ class MeltConfig(SystemConfig):
         import itertools
 
         values = self.sweep_values()
+        for key in values:
+            for target in SWEEP_ALIASES.get(key, (key,)):
+                if target.split(".")[0] in ("melt", "output") and target not in PER_POINT_MELT_KEYS:
+                    raise ConfigError(
+                        f"sweep.{key}: {target} applies to the whole run (temperature grid, meshes, T_m search, "
+                        f"output), not to one sweep point; set it once outside sweep"
+                    )
         n = int(np.prod([len(v) for v in values.values()])) if values else 1
         if n > _MAX_SWEEP_POINTS:
             raise ConfigError(f"sweep: {n} points (more than {_MAX_SWEEP_POINTS})")
@@ -728,4 +848,42 @@ class MeltConfig(SystemConfig):
                 where = ", ".join(f"{k}={v}" for k, v in labels.items())
                 raise ConfigError(f"sweep point ({where}): {str(err).removeprefix('config: ')}") from None
             points.append((labels, cfg))
+        _check_sweep_points(points, values)
         return points
+
+
+def _check_sweep_points(points: list[tuple[dict, MeltConfig]], values: dict[str, list]) -> None:
+    """Refuse a sweep whose points cannot share one run (different numbers of sites per cell) or a
+    swept key that changes nothing: every pair of points that differ only in that key has the same
+    :meth:`MeltConfig.model_inputs` (e.g. r0 for a Coulomb or bare-dipole interaction, V when
+    hbar_omega_M is given, ψ of an unpinned crystal).
+
+    Raises:
+        ConfigError: one line naming the key.
+    """
+    sites = {p.n_sites for _, p in points}
+    if len(sites) > 1:
+        keys = ", ".join(f"sweep.{k}" for k in values)
+        raise ConfigError(f"{keys}: the sweep points have {sorted(sites)} sites per cell; one run needs one "
+                          f"crystal size (run each crystal separately)")
+    inputs = [p.model_inputs() for _, p in points]
+    for key, vals in values.items():
+        if len({repr(v) for v in vals}) < 2:
+            continue
+        groups: dict[str, set[str]] = {}
+        for (labels, _), inp in zip(points, inputs, strict=True):
+            rest = repr(sorted((k, repr(v)) for k, v in labels.items() if k != key))
+            groups.setdefault(rest, set()).add(inp)
+        if all(len(g) == 1 for g in groups.values()):
+            cfg = points[0][1]
+            inter, mp = cfg.interaction, cfg.moire_potential
+            target = SWEEP_ALIASES.get(key, (key,))[0]
+            if target.startswith("interaction."):
+                why = f"interaction {inter.kind!r} does not use {target.split('.', 1)[1]}"
+            elif target == "moire_potential.V" and mp.hbar_omega_M is not None:
+                why = "moire_potential.hbar_omega_M sets V"
+            elif target.startswith("moire_potential.") and not cfg.pinned:
+                why = "the crystal is unpinned (V = 0 or every trap_scale 0)"
+            else:
+                why = "no input of the model depends on it"
+            raise ConfigError(f"sweep.{key}: every value gives the same model ({why}); remove it from sweep")

@@ -180,7 +180,8 @@ def test_eta_range_and_default_lattice_sums_accepted():
 def test_cell_degeneracy_check_is_relative():
     cr = build_crystal("triangular", 1e-6)  # tiny but not degenerate
     assert cr.area == pytest.approx(np.sqrt(3) / 2 * 1e-12)
-    small = {**BASE, "crystal": {"name": "mine", "cell": [[1e-5, 0], [0, 1e-5]], "basis": [[0, 0]]}}
+    small = {**BASE, "crystal": {"name": "mine", "cell": [[1e-5, 0], [0, 1e-5]], "basis": [[0, 0]]},
+             "moire_potential": {**BASE["moire_potential"], "V": 0.0}}  # unpinned: any cell (a square one is no moiré superlattice)
     assert config_from_dict(small, PhononsConfig).crystal.cell == [[1e-5, 0], [0, 1e-5]]
 
 
