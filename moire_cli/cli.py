@@ -83,7 +83,7 @@ def phonons(
     run = run_phonons(cfg, log=functools.partial(_log, console))
     for w in run.warnings:
         _log(console, f"warning: {w}")
-    with output.atomic_output_dir(out, overwrite) as tmp:
+    with output.atomic_output_dir(out, overwrite, "phonons") as tmp:
         write_phonons(tmp, run)
     _report(console, run, out)
 
@@ -165,7 +165,7 @@ def melt(
     run = run_melt(cfg, log=functools.partial(_log, console))
     for line in run.messages + [f"warning: {w}" for w in run.warnings]:
         _log(console, line)
-    with output.atomic_output_dir(out, overwrite) as tmp:
+    with output.atomic_output_dir(out, overwrite, "melt") as tmp:
         write_melt(tmp, run)
     _melt_report(console, run, out)
 

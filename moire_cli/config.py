@@ -49,22 +49,26 @@ class _Section(BaseModel):
         """YAML true/false is not a number, also inside lists (pydantic would read `mass: true` as
         1.0 and `size: [true, 6]` as (1, 6))."""
         annotation = str(cls.model_fields[info.field_name].annotation)
+        if "bool" in annotation:
+            return value
         if isinstance(value, dict) and annotation.startswith("dict["):  # e.g. sweep: {a_M: [true]}
-            value_has_bool = any(_has_bool(v) for v in value.values())
+            found = next((b for v in value.values() if (b := _find_bool(v)) is not None), None)
         else:
-            value_has_bool = _has_bool(value)
-        if "bool" not in annotation and value_has_bool:
-            raise ValueError("a boolean (true/false) is not a valid value here")
+            found = _find_bool(value)
+        if found is not None:
+            raise ValueError(f"the boolean {str(found).lower()} is not a valid value here")
         return value
 
 
-def _has_bool(value, depth: int = 0) -> bool:
-    """True if ``value`` is a bool or a list/tuple holding one (nested sections check themselves)."""
+def _find_bool(value, depth: int = 0) -> bool | None:
+    """The first bool in ``value`` or in a list/tuple inside it (nested sections check themselves)."""
     if isinstance(value, bool):
-        return True
+        return value
     if isinstance(value, (list, tuple)) and depth < 8:
-        return any(_has_bool(v, depth + 1) for v in value)
-    return False
+        for v in value:
+            if (b := _find_bool(v, depth + 1)) is not None:
+                return b
+    return None
 
 
 #: Sites of a user basis closer than this (units of a_M, modulo lattice vectors) are rejected.

@@ -101,16 +101,11 @@ def nearest_neighbour_bonds(cell: np.ndarray, basis: np.ndarray, rtol: float = 1
     Returns:
         (kappa (P,), kappa_prime (P,), delta (P, 2) nm with δ = R + τ_κ′ − τ_κ, a (nm)).
     """
-    cell = np.asarray(cell, dtype=float)
-    basis = np.asarray(basis, dtype=float)
-    rng = np.arange(-3, 4)
-    n1, n2 = np.meshgrid(rng, rng, indexing="ij")
-    lattice = n1.ravel()[:, None] * cell[0] + n2.ravel()[:, None] * cell[1]  # (L, 2)
-    delta = lattice[None, None, :, :] + basis[None, :, None, :] - basis[:, None, None, :]  # (κ, κ′, L, 2)
+    from moire_cli.crystals import neighbour_vectors
+
+    delta, a = neighbour_vectors(cell, basis)  # (κ, κ′, L, 2), searched far enough for any cell basis
     dist = np.linalg.norm(delta, axis=-1)
-    dist = np.where(dist > 1e-12 * np.abs(cell).max(), dist, np.inf)
-    a = float(dist.min())
-    k, kp, ll = np.nonzero(dist <= a * (1.0 + rtol))
+    k, kp, ll = np.nonzero((dist <= a * (1.0 + rtol)) & (dist > 0.5 * a))
     return k, kp, delta[k, kp, ll], a
 
 

@@ -16,9 +16,9 @@ import numpy as np
 from moire_cli.config import MeltConfig
 from moire_cli.melt_sweep import MeltSweepResult, melt_sweep
 
-#: Said whenever a point is unpinned (V = 0): which Lindemann ratio T_m is solved on.
+#: Said whenever a point is unpinned (V = 0 or every trap_scale 0): which Lindemann ratio T_m is solved on.
 RELATIVE_MESSAGE = (
-    "unpinned crystal (V = 0): the single-site ⟨u²⟩ diverges logarithmically at T > 0, so T_m uses the "
+    "unpinned crystal (V = 0 or every trap_scale 0): the single-site ⟨u²⟩ diverges logarithmically at T > 0, so T_m uses the "
     "relative nearest-neighbour ratio L_rel = √(⟨|u_i − u_j|²⟩/2)/a (γ = ⟨|u_i − u_j|²⟩/a² = 2L_rel²); "
     "L(0) and quantum melting use the single-site ratio"
 )

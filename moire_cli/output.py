@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
+import errno
 import json
 import os
 import platform
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -26,22 +31,87 @@ import numpy as np
 
 
 class OutputExistsError(FileExistsError):
-    """The output folder exists and --overwrite was not given."""
+    """The output folder exists and --overwrite was not given, or --overwrite may not replace it."""
+
+
+#: Marker file written into every output folder of `moire`; --overwrite replaces only folders with it.
+MARKER = ".moire-output"
+
+
+def _tmp_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-"
+
+
+def _old_prefix(out: Path) -> str:
+    return f".{out.name}.old-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or an odd number): leave its folder alone
+    return True
+
+
+def recover_output_dir(out: Path) -> list[str]:
+    """Finish what a killed run (SIGKILL, power loss) left next to ``out``: its temporary folder
+    ``.NAME.tmp-PID-*`` is removed; its set-aside old output ``.NAME.old-PID-*`` is moved back to
+    ``out`` when ``out`` is missing (the kill fell between the two renames of a fallback swap), else
+    removed. Only folders of dead processes that hold the :data:`MARKER` are touched.
+
+    Returns:
+        One line per action (for a log).
+    """
+    out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    actions: list[str] = []
+    try:
+        entries = sorted(parent.iterdir())
+    except OSError:
+        return actions
+    for entry in entries:
+        for prefix in (_tmp_prefix(out), _old_prefix(out)):
+            if not entry.name.startswith(prefix):
+                continue
+            pid = entry.name[len(prefix):].split("-", 1)[0]
+            if not pid.isdigit() or _pid_alive(int(pid)) or entry.is_symlink() or not (entry / MARKER).is_file():
+                continue
+            if prefix == _old_prefix(out) and not out.exists() and not out.is_symlink():
+                os.replace(entry, out)
+                actions.append(f"restored {out} from {entry.name} (a run was killed while replacing it)")
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+                actions.append(f"removed {entry.name} left by a killed run")
+    return actions
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Check, before any work, that the output folder ``out`` can be written.
+    """Check, before any work, that the output folder ``out`` can be written (after
+    :func:`recover_output_dir`).
 
     Raises:
-        OutputExistsError: ``out`` is an existing file, or an existing folder without ``overwrite``.
+        OutputExistsError: ``out`` is a symbolic link or not a folder (never replaced), an existing
+            folder without ``overwrite``, or with ``overwrite`` a folder that is not an earlier output
+            of `moire` (no :data:`MARKER` file).
         NotADirectoryError: a parent of ``out`` is a file.
         PermissionError: the nearest existing parent is not writable.
     """
     out = Path(out)
+    recover_output_dir(out)
+    if out.is_symlink():
+        raise OutputExistsError(f"output path {out} is a symbolic link; give the folder itself")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output path {out} exists and is not a folder")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output folder {out} exists; pass --overwrite to replace it")
+    if out.exists() and not (out / MARKER).is_file():
+        raise OutputExistsError(
+            f"output folder {out} was not written by moire (no {MARKER} marker): --overwrite replaces only "
+            f"earlier moire outputs; choose another --out"
+        )
     parent = out.absolute().parent
     while not parent.exists():
         parent = parent.parent
@@ -51,28 +121,103 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise PermissionError(f"cannot create output folder {out}: {parent} is not writable")
 
 
+#: Signals that stop a run cleanly (the temporary folder is removed): what batch schedulers, cron,
+#: `kill` and a closed terminal send.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class Stopped(SystemExit):
+    """Raised by the SIGTERM/SIGHUP handler: exit status 128 + signal number, no traceback."""
+
+
+def _stop(signum, frame):  # noqa: ARG001 (signal handler signature)
+    name = signal.Signals(signum).name
+    sys.stderr.write(f"moire: stopped by {name}\n")
+    raise Stopped(128 + signum)
+
+
 @contextlib.contextmanager
-def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder next to ``out``; on success rename it to ``out`` (replacing an
-    existing one only when ``overwrite``), on failure remove it."""
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Stopped` (so ``finally`` clauses run and
+    temporary files are removed) instead of killing the process; previous handlers are restored.
+    Outside the main thread (where handlers cannot be set) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out``. An existing ``out`` is swapped atomically with
+    ``tmp`` (renameat2) and then removed, so at every instant ``out`` is the old or the new output;
+    where the swap is unsupported, old → ``.NAME.old-PID-*``, new → ``out``, old removed (a kill
+    between the two renames is undone by :func:`recover_output_dir` on the next run)."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = out.parent / f"{_old_prefix(out)}{os.getpid()}-{tmp.name.rsplit('-', 1)[-1]}"
+    os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: Path, overwrite: bool = False, command: str | None = None) -> Iterator[Path]:
+    """Yield a temporary folder ``.NAME.tmp-PID-*`` next to ``out`` holding the :data:`MARKER`; on
+    success it replaces ``out`` (an existing one only when ``overwrite`` and an earlier moire
+    output, see :func:`check_output_dir` and :func:`_replace_dir`); on failure, Ctrl-C, SIGTERM or
+    SIGHUP it is removed (signals exit with status 128 + signal number)."""
     out = Path(out)
     check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a normal folder honours the umask
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        check_output_dir(out, overwrite)
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with stop_on_signals():
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix(out)}{os.getpid()}-", dir=out.parent))
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a normal folder honours the umask
+            from moire_cli import __version__
+
+            (tmp / MARKER).write_text(
+                json.dumps({"tool": "moire", "version": __version__, "command": command}) + "\n", encoding="utf-8")
+            yield tmp
+            check_output_dir(out, overwrite)
+            blocked = set(STOP_SIGNALS) | {signal.SIGINT}
+            if hasattr(signal, "pthread_sigmask"):  # the swap is not interrupted half-way
+                signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+            try:
+                _replace_dir(tmp, out)
+            finally:
+                if hasattr(signal, "pthread_sigmask"):
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def _umask() -> int:

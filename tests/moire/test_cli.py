@@ -82,9 +82,15 @@ def test_existing_output_not_overwritten(tmp_path):
     res = run("phonons", CONFIGS[0], "--out", out, *FAST)
     assert res.exit_code == 2
     assert (out / "keep.txt").read_text() == "precious"
-    res = run("phonons", CONFIGS[0], "--out", out, *FAST, "--overwrite")
+    res = run("phonons", CONFIGS[0], "--out", out, *FAST, "--overwrite")  # not a moire output: refused too
+    assert res.exit_code == 2 and "not written by moire" in res.output
+    assert (out / "keep.txt").read_text() == "precious"
+    fresh = tmp_path / "fresh"
+    assert run("phonons", CONFIGS[0], "--out", fresh, *FAST).exit_code == 0
+    (fresh / "stale.txt").write_text("old")
+    res = run("phonons", CONFIGS[0], "--out", fresh, *FAST, "--overwrite")  # an earlier output: replaced
     assert res.exit_code == 0
-    assert not (out / "keep.txt").exists() and (out / "summary.json").exists()
+    assert not (fresh / "stale.txt").exists() and (fresh / "summary.json").exists()
 
 
 BAD = {
