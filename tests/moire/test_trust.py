@@ -98,7 +98,7 @@ def test_trap_scale_all_zero_is_the_unpinned_crystal(tmp_path):
     ("moire_potential: {a_M: 8, V: 10}\nx: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 64 levels"),
     ("moire_potential: {a_M: 8, V: " + "9" * 5000 + "}\n", "integer with 5000 characters is too long"),
     ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
-        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdef", "bcdefg")), "after expanding aliases"),
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdef", "bcdefg", strict=True)), "after expanding aliases"),
 ])
 def test_yaml_1_1_forms_and_hostile_yaml_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "c.yaml"
