@@ -2,8 +2,14 @@
 
 One evaluated source (a checkpoint or the zero-shot base model) writes its three files into the
 output folder; several (`alter eval --compare`) write one sub-folder each plus comparison.csv, a
-metrics.json holding all of them, and comparison_ci.csv (the first source minus each other one, per
-task and macro average, with a 95 % paired-bootstrap interval). The folder is assembled under a temporary name and renamed, so an
+metrics.json holding all of them, comparison_ci.csv (the first source minus each other one, per
+task and macro average, with a 95 % paired-bootstrap interval) and comparison.png (each source's
+score per task with its 95 % bootstrap interval, and the differences to the first source with their
+paired intervals; `compare.score_intervals`). Sources named `<method>-seed<N>` are runs of one
+method with several training seeds: then seeds.csv (mean, std, range over seeds and the interval
+of the seed-averaged score per method and task) and seeds_ci.csv (the first method minus each other
+one on the seed-averaged scores) are written too, and the figure shows the methods' seed means
+with every seed's score as a dot (`compare.seed_rows`). The folder is assembled under a temporary name and renamed, so an
 interrupted run leaves no half-written output.
 """
 
@@ -19,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .compare import has_seed_groups, score_intervals, seed_difference_rows, seed_groups, seed_rows
 from .evaluate import EvalResult
 
 METRIC_COLUMNS = ("task", "kind", "n", "score", "accuracy", "macro_f1", "rouge_l", "n_unmatched")
@@ -60,6 +67,8 @@ def comparison_rows(results: Mapping[str, EvalResult]) -> list[dict[str, Any]]:
 
 
 CI_COLUMNS = ("source", "versus", "task", "difference", "ci_low", "ci_high")
+SEED_COLUMNS = ("source", "task", "n_seeds", "mean", "std", "min", "max", "ci_low", "ci_high")
+SEED_CI_COLUMNS = ("source", "versus", "task", "difference", "seed_std", "ci_low", "ci_high")
 
 
 def bootstrap_rows(results: Mapping[str, EvalResult]) -> list[dict[str, Any]]:
@@ -84,8 +93,8 @@ def source_labels(sources: list[str]) -> list[str]:
     return labels
 
 
-def write_folder(out: Path, files: Mapping[str, str], overwrite: bool) -> None:
-    """Write {relative path: text} as the folder `out`: assembled under a temporary sibling name, then
+def write_folder(out: Path, files: Mapping[str, str | bytes], overwrite: bool) -> None:
+    """Write {relative path: text (UTF-8) or bytes} as the folder `out`: assembled under a temporary sibling name, then
     renamed into place (an existing `out` is replaced only with `overwrite`; FileExistsError otherwise)."""
     if out.exists() and not overwrite:
         raise FileExistsError(str(out))
@@ -96,7 +105,7 @@ def write_folder(out: Path, files: Mapping[str, str], overwrite: bool) -> None:
     for rel, text in files.items():
         path = tmp / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text, encoding="utf-8")
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.rename(out, old)
@@ -106,16 +115,21 @@ def write_folder(out: Path, files: Mapping[str, str], overwrite: bool) -> None:
         os.rename(tmp, out)
 
 
-def eval_files(results: Mapping[str, EvalResult], metas: Mapping[str, dict[str, Any]]) -> dict[str, str]:
+def eval_files(results: Mapping[str, EvalResult], metas: Mapping[str, dict[str, Any]]) -> dict[str, str | bytes]:
     """Files of an `alter eval` output folder for one or several sources (see the module docstring)."""
     if len(results) == 1:
         (label, res), = results.items()
         return source_files(res, metas[label])
-    files: dict[str, str] = {}
+    files: dict[str, str | bytes] = {}
     for label, res in results.items():
         files |= {f"{label}/{name}": text for name, text in source_files(res, metas[label]).items()}
     files["comparison.csv"] = _csv(comparison_rows(results), ["task", "kind", *results])
     files["comparison_ci.csv"] = _csv(bootstrap_rows(results), CI_COLUMNS)
+    seeds = has_seed_groups(list(results))
+    if seeds:
+        files["seeds.csv"] = _csv(seed_rows(results), SEED_COLUMNS)
+        files["seeds_ci.csv"] = _csv(seed_difference_rows(results), SEED_CI_COLUMNS)
+    files["comparison.png"] = comparison_png(results, by_seed=seeds)
     summary = {label: res.report.to_dict() | {"source": metas[label]} for label, res in results.items()}
     files["metrics.json"] = json.dumps(summary, sort_keys=True, indent=2) + "\n"
     return files
@@ -141,3 +155,76 @@ def metrics_table(results: Mapping[str, EvalResult], title: str = "alter eval"):
         table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c])
                         for c in ["task", "kind", *results]])
     return table
+
+
+def comparison_png(results: Mapping[str, EvalResult], by_seed: bool = False, dpi: int = 120) -> bytes:
+    """comparison.png as PNG bytes (matplotlib, Agg canvas, no global pyplot state).
+
+    Left: score per task and macro average, one bar per source (or per method: the mean over its
+    seeds, every seed's score a dot) with its 95 % bootstrap interval (`compare.score_intervals` /
+    `compare.seed_rows`). Right: the first source (method) minus each other one with the 95 %
+    paired-bootstrap interval (`bootstrap_rows` / `compare.seed_difference_rows`)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if by_seed:
+        rows = seed_rows(results)
+        bars = [{"source": r["source"], "task": r["task"], "score": r["mean"], "ci_low": r["ci_low"],
+                 "ci_high": r["ci_high"]} for r in rows]
+        per_run = score_intervals(results)
+        groups = seed_groups(list(results))
+        diffs = seed_difference_rows(results)
+    else:
+        bars = score_intervals(results)
+        groups = {label: [label] for label in results}
+        per_run = bars
+        diffs = bootstrap_rows(results)
+    sources = list(groups)
+    tasks = list(dict.fromkeys(r["task"] for r in bars))
+    get = {(r["source"], r["task"]): r for r in bars}
+    run_score = {(r["source"], r["task"]): r["score"] for r in per_run}
+    fig = Figure(figsize=(max(9.0, 0.35 * len(tasks) * len(sources) + 5.0), 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, axd = fig.subplots(1, 2, width_ratios=[3, 2])
+    x = np.arange(len(tasks))
+    width = 0.8 / max(1, len(sources))
+    colours = [f"C{i % 10}" for i in range(len(sources))]
+    for i, src in enumerate(sources):
+        vals = np.array([get[(src, t)]["score"] for t in tasks])
+        err = np.array([[vals[k] - get[(src, t)]["ci_low"], get[(src, t)]["ci_high"] - vals[k]]
+                        for k, t in enumerate(tasks)]).T
+        pos = x - 0.4 + width * (i + 0.5)
+        label = src if len(groups[src]) == 1 else f"{src} ({len(groups[src])} seeds)"
+        ax.bar(pos, vals, width, yerr=err, capsize=2, color=colours[i], label=label, alpha=0.85)
+        if len(groups[src]) > 1:
+            for m in groups[src]:
+                ax.plot(pos + width * 0.25, [run_score[(m, t)] for t in tasks], "o", markersize=3, zorder=3,
+                        markerfacecolor="white", markeredgecolor="black", markeredgewidth=0.6)
+    ax.set_xticks(x, tasks, rotation=30, ha="right")
+    ax.set_ylabel("score (accuracy / ROUGE-L F)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("score, 95 % bootstrap interval" + (" (dots: seeds)" if by_seed else ""), fontsize="medium")
+    ax.legend(fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.08), ncols=min(3, len(sources)))
+    first = sources[0]
+    others = [s for s in sources if s != first]
+    dget = {(r["versus"], r["task"]): r for r in diffs}
+    yd = np.arange(len(tasks))
+    h = 0.8 / max(1, len(others))
+    for j, other in enumerate(others):
+        d = np.array([dget[(other, t)]["difference"] for t in tasks])
+        lo = np.array([dget[(other, t)]["ci_low"] for t in tasks])
+        hi = np.array([dget[(other, t)]["ci_high"] for t in tasks])
+        pos = yd - 0.4 + h * (j + 0.5)
+        axd.errorbar(d, pos, xerr=[d - lo, hi - d], fmt="o", capsize=2, color=colours[sources.index(other)],
+                     label=f"{first} − {other}", markersize=4)
+    axd.axvline(0.0, color="grey", linewidth=0.8)
+    axd.set_yticks(yd, tasks)
+    axd.invert_yaxis()
+    axd.set_xlabel("difference, 95 % paired bootstrap")
+    axd.set_title(f"{first} minus …", fontsize="medium")
+    if others:
+        axd.legend(fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.08), ncols=min(2, len(others)))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
