@@ -168,3 +168,30 @@ def build_baseline(cfg: Any) -> tuple[ModelBundle, LoRAPlan]:
     adapter = AdapterIO(is_param=is_lora_param, set_trainable=_lora_set_trainable, write=write,
                         load=_load_lora_weights, check_resumable=check_resumable)
     return ModelBundle(model, loaded.tokenizer, registry, None, loaded.ref, adapter), plan
+
+
+def write_per_task_meta(out: Path, registry: TaskRegistry) -> dict[str, Any]:
+    """alter_baseline.json of a per-task LoRA folder (`train-baseline --per-task`, `per_task` module),
+    from the adapters' own alter_baseline.json under adapters/: method lora_per_task, task → adapter
+    folder, the LoRA plan of one adapter and the total count (T × one adapter). Written atomically;
+    returns the meta. Raises CheckpointError when an adapter is missing or of another base model."""
+    from .per_task import ADAPTERS_DIR, METHOD, adapter_name
+
+    subs = {t: read_baseline_meta(out / ADAPTERS_DIR / adapter_name(t)) for t in registry.names}
+    first = next(iter(subs.values()))
+    for t, m in subs.items():
+        if m["base_model"] != first["base_model"] or m["lora"]["rank"] != first["lora"]["rank"]:
+            raise CheckpointError(f"per-task LoRA {str(out)!r}: adapter of task {t!r} has another base model or rank")
+    per_adapter = int(first["lora"]["lora_parameters"])
+    meta = {
+        "format_version": FORMAT_VERSION, "alter_version": __version__, "method": METHOD, "stage": 0,
+        "step": {t: m["step"] for t, m in subs.items()}, "base_model": first["base_model"],
+        "registry": registry.to_dict(), "adapters": {t: f"{ADAPTERS_DIR}/{adapter_name(t)}" for t in registry.names},
+        "lora": first["lora"], "lora_parameters_per_adapter": per_adapter,
+        "lora_parameters": per_adapter * len(subs), "mta_parameters": int(first["lora"]["mta_parameters"]),
+        "mta_config": first["mta_config"], "data": first["data"],
+    }
+    tmp = out / f".{BASELINE_CONFIG}.tmp"
+    tmp.write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
+    tmp.replace(out / BASELINE_CONFIG)
+    return meta

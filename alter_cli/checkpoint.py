@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from . import __version__
+from . import __version__, per_task
 from .config import MTAConfig
 from .data import TaskRegistry
 from .inject import add_shared_experts, attach_mta, is_mta_param, mta_state_dict
@@ -326,12 +326,33 @@ def read_baseline_meta(path: str | Path) -> dict[str, Any]:
     """alter_baseline.json of a baseline checkpoint, checked (format version, registry, PEFT files).
     Raises CheckpointError."""
     path = Path(path)
-    meta = read_meta(path, BASELINE_CONFIG)
+    if (path / per_task.ADAPTERS_DIR).is_dir():  # per-task LoRA: the PEFT files are in adapters/<task>/
+        meta = _read_json(path)
+        for sub in sorted((path / per_task.ADAPTERS_DIR).iterdir()):
+            read_meta(sub, BASELINE_CONFIG)
+    else:
+        meta = read_meta(path, BASELINE_CONFIG)
     try:
-        TaskRegistry.from_dict(meta["registry"])
+        registry = TaskRegistry.from_dict(meta["registry"])
         meta["base_model"]["name"]
+        if meta.get("method") == per_task.METHOD:
+            missing = [t for t in registry.names if not (path / meta["adapters"][t]).is_dir()]
+            if missing:
+                raise KeyError(missing[0])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: malformed {BASELINE_CONFIG} ({exc.__class__.__name__})") from None
+        raise CheckpointError(f"checkpoint {str(path)!r}: malformed {BASELINE_CONFIG} ({exc.__class__.__name__}"
+                              f"{': ' + str(exc) if isinstance(exc, KeyError) else ''})") from None
+    return meta
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """alter_baseline.json of a per-task LoRA folder (format version checked). Raises CheckpointError."""
+    try:
+        meta = json.loads((path / BASELINE_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {BASELINE_CONFIG} unreadable ({exc.__class__.__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {BASELINE_CONFIG} format_version is not {FORMAT_VERSION}")
     return meta
 
 
@@ -345,6 +366,16 @@ def load_baseline_checkpoint(path: str | Path, device: str = "cpu") -> LoadedChe
     meta = read_baseline_meta(path)
     base = meta["base_model"]
     loaded = load_checkpoint_base(path, base)
+    if meta.get("method") == per_task.METHOD:
+        registry = TaskRegistry.from_dict(meta["registry"])
+        try:
+            model = per_task.load_task_adapters(loaded.model, {t: path / f for t, f in meta["adapters"].items()},
+                                                registry.names)
+        except Exception as exc:  # PEFT raises many types for a bad adapter; report one line
+            raise CheckpointError(f"checkpoint {str(path)!r}: cannot load the per-task PEFT adapters "
+                                  f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        model.to(device).eval()
+        return LoadedCheckpoint(model, loaded.tokenizer, registry, None, 0, loaded.ref, meta)
     try:
         from safetensors import safe_open
 

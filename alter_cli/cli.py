@@ -123,9 +123,12 @@ def train_baseline(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override train.max_steps."),
     seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
+    per_task_: bool = typer.Option(False, "--per-task", help="One adapter per task, each trained train.max_steps "
+                                   "steps on its task's examples only (T x the parameters)."),
 ) -> None:
     """Multi-task PEFT LoRA baseline: LoRA on the FFN projections of the blocks MTA uses, rank matched to
-    the MTA stage-1 parameter count, trained by the same loop on the same data and budget as stage 1."""
+    the MTA stage-1 parameter count, trained by the same loop on the same data and budget as stage 1.
+    With --per-task: one such adapter per task (the specialisation ceiling), routed by task at inference."""
     try:
         cfg = load_config(config, set_ + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
                           + ([f"train.seed={seed}"] if seed is not None else []))
@@ -142,7 +145,10 @@ def train_baseline(
                 typer.echo(plan.describe())
             return bundle
 
-        runs.run_stage(cfg, 0, out, resume, overwrite, setup_model=setup, extra_provenance={"method": "lora"})
+        if per_task_:
+            runs.train_per_task(cfg, out, resume, overwrite, setup)
+        else:
+            runs.run_stage(cfg, 0, out, resume, overwrite, setup_model=setup, extra_provenance={"method": "lora"})
     except user_errors() as exc:
         fail(str(exc))
 

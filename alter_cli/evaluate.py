@@ -321,10 +321,14 @@ TaskContext = Callable[..., contextlib.AbstractContextManager]
 
 
 def default_task_context(model) -> TaskContext:
-    """``mta.task_context`` for a model with MTA layers; a no-op context for a bare base model
+    """``mta.task_context`` for a model with MTA layers; the model's own ``alter_task_context`` where
+    it has one (per-task LoRA, :mod:`alter_cli.per_task`); a no-op context for a bare base model
     (zero-shot evaluation), which has no per-task routing."""
     from .mta import mta_layers, task_context
 
+    own = getattr(model, "alter_task_context", None)
+    if own is not None:
+        return own
     if mta_layers(model):
         return task_context
     return lambda _model, _task_ids: contextlib.nullcontext()

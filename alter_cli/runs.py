@@ -150,8 +150,9 @@ def write_run_files(out: Path, cfg: Any, records: list[dict[str, Any]], extra: d
 
 def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, setup_model: Any = None,
               extra_provenance: dict[str, Any] | None = None, registry: Any = None, extra_loss: Any = None,
-              on_record: Any = None) -> None:
+              on_record: Any = None, only_task: str | None = None) -> None:
     """Shared body of the train-stage commands: data, output folder, progress, core call, run files.
+    only_task: train on the examples of this task alone (per-task LoRA, `train_per_task`).
 
     registry: the task registry to parse the data with (default: from cfg.tasks; stage 2 passes the
     stage-1 checkpoint's). setup_model, extra_loss: see train.run_training. on_record(record) may add
@@ -171,6 +172,10 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
     state = PartialState(cpu=launched_on_cpu())
     prepare_out_dir(out, resume, overwrite, state)
     examples = parse_jsonl(text, cfg.data.train, registry, cfg.data.fields)
+    if only_task is not None:
+        examples = [ex for ex in examples if ex.task == only_task]
+        if not examples:
+            raise ConfigError(f"data.train {cfg.data.train!r}: no examples of task {only_task!r}")
     eval_examples = parse_jsonl(eval_text, cfg.data.eval, registry, cfg.data.fields) if eval_text else None
     reporter = StepReporter(cfg.train.max_steps, sys.stdout.isatty() and state.is_main_process)
     built: dict[str, Any] = {}
@@ -209,6 +214,42 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
             meta = {"checkpoint": str(out), "stage": stage, "data": cfg.data.eval}
             write_folder(out / "eval", eval_files(results, {label: meta}), overwrite=True)
             typer.echo(f"eval: macro average {results[label].report.macro_average:.4f} ({out / 'eval'})")
+
+
+def train_per_task(cfg: Any, out: Path, resume: bool, overwrite: bool, setup: Any) -> None:
+    """`train-baseline --per-task`: adapters/<task>/ one LoRA baseline run per task on that task's
+    examples (the same config, steps and seed), then alter_baseline.json naming them (per_task module)."""
+    from accelerate import PartialState
+
+    from .baseline import write_per_task_meta
+    from .data import TaskRegistry
+    from .per_task import ADAPTERS_DIR, adapter_name
+    from .train import launched_on_cpu
+
+    registry = TaskRegistry.from_config(cfg.tasks)
+    state = PartialState(cpu=launched_on_cpu())
+    if not resume:
+        prepare_out_dir(out, False, overwrite, state)
+    elif not (out / "resolved_config.yaml").is_file():
+        raise OutputFolderError(f"--resume: {str(out)!r} holds no per-task LoRA run")
+    if cfg.data.eval:
+        typer.echo(f"per-task LoRA: data.eval is not scored during training; use alter eval --checkpoint {out}")
+    sub_cfg = cfg.model_copy(deep=True)
+    sub_cfg.data.eval = None
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "resolved_config.yaml").write_text(dump_config(cfg))
+    for task in registry.names:
+        sub = out / ADAPTERS_DIR / adapter_name(task)
+        typer.echo(f"per-task LoRA: task {task} -> {sub}")
+        run_stage(sub_cfg, 0, sub, resume and (sub / "state").is_dir(), False, setup_model=setup,
+                  extra_provenance={"method": "lora_per_task", "task": task}, only_task=task)
+    if state.is_main_process:
+        meta = write_per_task_meta(out, registry)
+        typer.echo(f"per-task LoRA: {len(registry.names)} adapters x {meta['lora_parameters_per_adapter']:,} = "
+                   f"{meta['lora_parameters']:,} trainable parameters "
+                   f"({meta['lora_parameters'] / meta['mta_parameters']:.1f}x MTA stage 1's "
+                   f"{meta['mta_parameters']:,}); checkpoint {out}")
 
 
 def eval_accelerator() -> Any:
