@@ -9,7 +9,9 @@ paired intervals; `compare.score_intervals`). Sources named `<method>-seed<N>` a
 method with several training seeds: then seeds.csv (mean, std, range over seeds and the interval
 of the seed-averaged score per method and task) and seeds_ci.csv (the first method minus each other
 one on the seed-averaged scores) are written too, and the figure shows the methods' seed means
-with every seed's score as a dot (`compare.seed_rows`). The folder is assembled under a temporary name and renamed, so an
+with every seed's score as a dot (`compare.seed_rows`). A one-source eval folder given as a source is
+reused (`load_eval_folder`), so sources evaluated in separate runs join one comparison. The folder is
+assembled under a temporary name and renamed, so an
 interrupted run leaves no half-written output.
 """
 
@@ -91,6 +93,37 @@ def source_labels(sources: list[str]) -> list[str]:
             label, k = f"{base}-{k}", k + 1
         labels.append(label)
     return labels
+
+
+def is_eval_folder(path: str | os.PathLike) -> bool:
+    """True for the output folder of a one-source `alter eval` (metrics.json + predictions.jsonl, no
+    checkpoint files): `alter eval` reuses such a folder as a source instead of evaluating again."""
+    p = Path(path)
+    return ((p / "metrics.json").is_file() and (p / "predictions.jsonl").is_file()
+            and not (p / "adapter_config.json").exists() and not (p / "alter_baseline.json").exists())
+
+
+def load_eval_folder(path: str | os.PathLike, rows: list[tuple[str, str, str]]) -> tuple[EvalResult, dict[str, Any]]:
+    """The EvalResult and source metadata saved in a one-source eval folder, checked against ``rows``
+    ((task, input, target) of every sample of the data being scored, in order).
+    Raises ValueError when the folder is malformed or scored other samples."""
+    from .evaluate import EvalReport
+
+    p = Path(path)
+    try:
+        metrics = json.loads((p / "metrics.json").read_text(encoding="utf-8"))
+        records = [json.loads(x) for x in (p / "predictions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+        records.sort(key=lambda r: r["index"])
+        order = dict.fromkeys(r["task"] for r in records)  # metrics.json is key-sorted: tasks in data order
+        report = EvalReport(tasks={t: metrics["tasks"][t] for t in order}, macro_average=float(metrics["macro_average"]))
+        scored = [(r["task"], r["input"], r["target"]) for r in records]
+        meta = dict(metrics.get("source") or {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"eval folder {str(p)!r}: not the output of a one-source alter eval "
+                         f"({exc.__class__.__name__})") from None
+    if scored != rows:
+        raise ValueError(f"eval folder {str(p)!r} scored other samples than the data being evaluated")
+    return EvalResult(report, records), meta | {"reused_from": str(p)}
 
 
 def write_folder(out: Path, files: Mapping[str, str | bytes], overwrite: bool) -> None:

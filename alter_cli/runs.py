@@ -360,13 +360,21 @@ def run_eval(cfg: Any, sources: list[str], text: str, out: Path, overwrite: bool
 
     from .checkpoint import read_checkpoint_meta
     from .data import parse_jsonl
-    from .output import eval_files, metrics_table, source_labels, write_folder
+    from .output import eval_files, is_eval_folder, load_eval_folder, metrics_table, source_labels, write_folder
 
     labels = source_labels(sources)
-    first_ckpt = next((s for s in sources if s != "zero-shot"), None)
+    first_ckpt = next((s for s in sources if s != "zero-shot" and not is_eval_folder(s)), None)
     first_meta = read_checkpoint_meta(first_ckpt) if first_ckpt else None
     results, metas = {}, {}
     for source, label in zip(sources, labels, strict=True):
+        if source != "zero-shot" and is_eval_folder(source):  # scored before: reuse, after checking the data
+            f = cfg.data.fields
+            try:
+                rows = [(o[f.type], o[f.input], o[f.target]) for o in map(json.loads, filter(str.strip, text.splitlines()))]
+                results[label], metas[label] = load_eval_folder(source, rows)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(str(exc) if isinstance(exc, ValueError) else f"data.eval: {exc!r}") from None
+            continue
         bundle, meta = load_eval_source(source, cfg, first_meta)
         examples = parse_jsonl(text, cfg.data.eval, bundle.registry, cfg.data.fields)
         results[label] = evaluate_source(bundle.model, bundle.tokenizer, bundle.registry, examples, bundle.is_seq2seq,

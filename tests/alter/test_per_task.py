@@ -120,3 +120,32 @@ def test_resume_and_errors(per_task_run, tmp_path):
     res = runner.invoke(app, ["eval", "--checkpoint", str(broken), "--data", str(per_task_run["eval"]),
                               "--out", str(tmp_path / "e")])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "malformed alter_baseline.json" in res.output
+
+
+def test_eval_folders_are_reused_as_sources(per_task_run, tiny_llama_dir, tmp_path):
+    """Sources scored in separate `alter eval` runs join one comparison without being evaluated again."""
+    from alter_cli.sources.synthetic import task_configs
+
+    gen = ["--max-new-tokens", "5", "--batch-size", "4"]
+    data = ["--data", str(per_task_run["eval"])]
+    (tmp_path / "zs.yaml").write_text(yaml.safe_dump({"tasks": task_configs(), "zero_shot": True}))
+    for name, src in (("pt", ["--checkpoint", str(per_task_run["pt"])]),
+                      ("zs", [str(tmp_path / "zs.yaml"), "--model", str(tiny_llama_dir)])):
+        res = runner.invoke(app, ["eval", *src, *data, "--out", str(tmp_path / name), *gen])
+        assert res.exit_code == 0, res.output
+    direct = tmp_path / "direct"
+    res = runner.invoke(app, ["eval", "--checkpoint", str(per_task_run["pt"]), "--zero-shot", "--model",
+                              str(tiny_llama_dir), *data, "--out", str(direct), *gen])
+    assert res.exit_code == 0, res.output
+    joined = tmp_path / "joined"
+    res = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "pt"), "--compare", str(tmp_path / "zs"),
+                              *data, "--out", str(joined), *gen])
+    assert res.exit_code == 0, res.output
+    for name in ("comparison_ci.csv", "comparison.csv"):  # the same numbers; the reused folder is labelled zs
+        assert (joined / name).read_text().replace(",zs", ",zero-shot") == (direct / name).read_text()
+    assert (joined / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    other = tmp_path / "other.jsonl"
+    other.write_text(per_task_run["eval"].read_text().replace('"input": "', '"input": "x', 1))
+    res = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "pt"), "--data", str(other),
+                              "--out", str(tmp_path / "bad"), *gen])
+    assert res.exit_code == 2 and "scored other samples" in res.output and not (tmp_path / "bad").exists()
