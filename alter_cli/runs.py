@@ -360,7 +360,14 @@ def run_eval(cfg: Any, sources: list[str], text: str, out: Path, overwrite: bool
 
     from .checkpoint import read_checkpoint_meta
     from .data import parse_jsonl
-    from .output import eval_files, is_eval_folder, load_eval_folder, metrics_table, source_labels, write_folder
+    from .output import (
+        eval_files,
+        is_eval_folder,
+        load_eval_folder,
+        metrics_table,
+        source_labels,
+        write_folder,
+    )
 
     labels = source_labels(sources)
     first_ckpt = next((s for s in sources if s != "zero-shot" and not is_eval_folder(s)), None)
