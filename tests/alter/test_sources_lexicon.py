@@ -282,3 +282,25 @@ def test_installed_mixture_cli(tmp_path: Path):
     for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "tasks.json", "manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert "phonemes 12" in r1.output and "words" in r1.output
+
+
+def test_shipped_lexicon_configs_load_and_chain():
+    """lexicon-data/-compare-train/-stage2/-eval.yaml load, name the registry `alter data lexicon` writes
+    (with the BBC topics and syllables 1-5) and point at one run folder."""
+    import yaml
+
+    from alter_cli.config import AlterConfig, EvalConfig, Stage2Config, resolve_config
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "alter"
+    data = resolve_config((root / "lexicon-data.yaml").read_text(), "data", [], lexicon.LexiconConfig)
+    assert data.tasks == list(lexicon.TASK_NAMES)
+    reg = lexicon.registry_dict(lexicon.TASK_NAMES, cmu.syllable_labels(data.max_syllables),
+                                ["business", "entertainment", "politics", "sports", "tech"])
+    train = resolve_config((root / "lexicon-compare-train.yaml").read_text(), "t", [], AlterConfig)
+    ev = resolve_config((root / "lexicon-compare-eval.yaml").read_text(), "e", [], EvalConfig)
+    for cfg in (train, ev):
+        assert [{"name": t.name, "kind": t.kind, "labels": t.labels} for t in cfg.tasks] == reg["tasks"]
+    s2 = resolve_config((root / "lexicon-compare-stage2.yaml").read_text(), "s", [], Stage2Config)
+    assert train.train.max_steps + s2.train.max_steps == 90  # = the LoRA baselines' steps (Makefile)
+    assert s2.stage1 == ev.checkpoint.replace("stage2", "stage1") and s2.data.train == train.data.train
+    assert yaml.safe_load((root / "lexicon-compare-eval.yaml").read_text())["compare"][-1] == "zero-shot"
