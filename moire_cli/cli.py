@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,9 @@ def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning  # numpy/matplotlib RuntimeWarnings: one line each
+                return fn(*args, **kwargs)
         except (ConfigError, OutputExistsError) as err:
             raise fail(str(err)) from None
         except OSError as err:
@@ -52,6 +55,12 @@ def user_errors(fn):
             raise fail(f"{err.strerror or err}{where}") from None
 
     return wrapper
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning replacement: one stderr line instead of Python's two (message + source)."""
+    text = " ".join(str(message).split())
+    typer.echo(f"moire: warning: {category.__name__}: {text} ({Path(filename).name}:{lineno})", err=True)
 
 
 def _log(console, message: str) -> None:

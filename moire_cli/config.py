@@ -40,6 +40,22 @@ class ConfigError(ValueError):
     """A user-facing configuration problem (one line, names the key)."""
 
 
+#: The range of every physical magnitude (inclusive; units nm, meV, m₀, K, degrees). Far beyond any
+#: moiré system, and inside what double precision computes without overflow or loss (issue 15
+#: item 12: 1e308-sized inputs crashed the numerics). Documented in docs/moire-inputs.md.
+LIMITS: dict[str, tuple[float, float]] = {
+    "a_M": (1e-2, 1e5),          # moiré period (nm)
+    "V": (0.0, 1e4),             # moiré amplitude and direct ħω_M (meV)
+    "psi_deg": (0.0, 3600.0),    # |ψ| (degrees)
+    "trap_scale": (0.0, 1e3),    # per-site multiplier of Δ
+    "mass": (1e-3, 1e3),         # particle / electron / hole mass (m₀)
+    "epsilon": (1.0, 1e3),       # relative permittivities
+    "length": (1e-3, 1e4),       # r0, r0_1, r0_2, d, d_g (nm)
+    "temperature": (0.0, 1e6),   # temperatures, t_max, phase_temperature (K)
+    "frac": (0.0, 100.0),        # |fractional coordinate| of an explicit path point
+}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -144,20 +160,21 @@ class MoirePotentialConfig(_Section):
     ``hbar_omega_M`` (meV), when given, sets V from ħω_M = (4πħ/a_M)√(V c(ψ)/m) instead of ``V``.
     """
 
-    a_M: float = Field(gt=0, description="moiré period (nm)")
-    V: float = Field(0.0, ge=0, description="amplitude (meV)")
-    psi_deg: float = Field(0.0, description="phase ψ (degrees)")
+    a_M: float = Field(gt=0, ge=LIMITS["a_M"][0], le=LIMITS["a_M"][1], description="moiré period (nm)")
+    V: float = Field(0.0, ge=0, le=LIMITS["V"][1], description="amplitude (meV)")
+    psi_deg: float = Field(0.0, ge=-LIMITS["psi_deg"][1], le=LIMITS["psi_deg"][1], description="phase ψ (degrees)")
     carrier: Literal["electron", "hole"] = "electron"
     harmonic_only: bool = False
-    hbar_omega_M: float | None = Field(None, gt=0, description="direct ħω_M input (meV); overrides V")
+    hbar_omega_M: float | None = Field(None, gt=0, le=LIMITS["V"][1], description="direct ħω_M input (meV); overrides V")
     trap_scale: list[float] | None = Field(
         None, description="per-site multiplier of Δ (one per basis site; unequal values break inversion)"
     )
 
     @model_validator(mode="after")
     def _check_trap_scale(self) -> MoirePotentialConfig:
-        if self.trap_scale is not None and not all(np.isfinite(x) and x >= 0 for x in self.trap_scale):
-            raise ValueError("moire_potential.trap_scale entries must be finite and ≥ 0")
+        hi = LIMITS["trap_scale"][1]
+        if self.trap_scale is not None and not all(np.isfinite(x) and 0 <= x <= hi for x in self.trap_scale):
+            raise ValueError(f"moire_potential.trap_scale entries must be between 0 and {hi:g}")
         return self
 
     def build(self, mass: float) -> MoirePotential | None:
@@ -175,8 +192,8 @@ class MoirePotentialConfig(_Section):
 class DielectricConfig(_Section):
     """Dielectric environment: κ = (ε_top + ε_bottom)/2."""
 
-    epsilon_top: float = Field(4.5, ge=1, description="relative permittivity above (≥ 1, vacuum)")
-    epsilon_bottom: float = Field(4.5, ge=1, description="relative permittivity below (≥ 1, vacuum)")
+    epsilon_top: float = Field(4.5, ge=1, le=LIMITS["epsilon"][1], description="relative permittivity above (≥ 1, vacuum)")
+    epsilon_bottom: float = Field(4.5, ge=1, le=LIMITS["epsilon"][1], description="relative permittivity below (≥ 1, vacuum)")
 
     @property
     def kappa(self) -> float:
@@ -187,8 +204,8 @@ class InteractionConfig(_Section):
     """Pair interaction (spec §3): coulomb; keldysh with r0 (nm); dual-gate with d_g (nm)."""
 
     kind: Literal["coulomb", "keldysh", "dual-gate"] = "coulomb"
-    r0: float | None = Field(None, gt=0, description="Keldysh screening length r₀ (nm)")
-    d_g: float | None = Field(None, gt=0, description="gate distance d_g (nm)")
+    r0: float | None = Field(None, ge=LIMITS["length"][0], le=LIMITS["length"][1], description="Keldysh screening length r₀ (nm)")
+    d_g: float | None = Field(None, ge=LIMITS["length"][0], le=LIMITS["length"][1], description="gate distance d_g (nm)")
 
     @model_validator(mode="after")
     def _check(self) -> InteractionConfig:
@@ -213,7 +230,7 @@ class EwaldConfig(_Section):
     eta: float | None = Field(None, gt=0)
     tolerance: float = Field(1e-16, gt=0, lt=1)
     short_range_tolerance: float = Field(1e-6, gt=0, lt=1)
-    short_range_cutoff: float | None = Field(None, gt=0)
+    short_range_cutoff: float | None = Field(None, gt=0, le=1e6)
 
 
 #: Allowed range of ewald.eta around the default √(π/A) (factor either way).
@@ -227,7 +244,7 @@ class SystemConfig(_Section):
 
     crystal: CrystalConfig = CrystalConfig()
     moire_potential: MoirePotentialConfig
-    mass: float = Field(0.5, gt=0, description="particle mass (m₀)")
+    mass: float = Field(0.5, ge=LIMITS["mass"][0], le=LIMITS["mass"][1], description="particle mass (m₀)")
     dielectric: DielectricConfig = DielectricConfig()
     interaction: InteractionConfig = InteractionConfig()
     ewald: EwaldConfig = EwaldConfig()
@@ -294,9 +311,11 @@ class SystemConfig(_Section):
         if r_cut is None and self.interaction.kind in ("keldysh", "dual-gate"):
             inter = self.interaction.build(self.dielectric.kappa)
             r_cut = inter.short_range_cutoff(self.ewald.short_range_tolerance)
-        if r_cut is not None and np.pi * r_cut**2 / area > MAX_LATTICE_VECTORS:
+        with np.errstate(over="ignore", divide="ignore"):
+            n_vectors = np.pi * np.float64(r_cut) ** 2 / np.float64(area) if r_cut is not None else 0.0
+        if n_vectors > MAX_LATTICE_VECTORS:
             raise ValueError(
-                f"the short-range lattice sum would need ~{np.pi * r_cut**2 / area:.2g} lattice vectors "
+                f"the short-range lattice sum would need ~{n_vectors:.2g} lattice vectors "
                 f"(cut-off {r_cut:.4g} nm, cell {area:.4g} nm²; at most {MAX_LATTICE_VECTORS:g}): lower "
                 f"ewald.short_range_cutoff or raise ewald.short_range_tolerance"
             )
@@ -322,6 +341,14 @@ class SystemConfig(_Section):
 class PathPoint(_Section):
     label: str
     frac: tuple[float, float]
+
+    @field_validator("frac")
+    @classmethod
+    def _bounded(cls, frac):
+        hi = LIMITS["frac"][1]
+        if max(abs(x) for x in frac) > hi:
+            raise ValueError(f"fractional coordinates must be within ±{hi:g} (reciprocal lattice vectors)")
+        return frac
 
 
 class PathConfig(_Section):
@@ -401,6 +428,17 @@ class PhononsConfig(SystemConfig):
             raise ValueError(
                 f"mesh.size {n1}×{n2} with {self.n_sites} site(s) per cell is too large (q-points × sites² = "
                 f"{n1 * n2 * self.n_sites**2:.3g}, at most {MAX_MESH_WORK:.3g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_path_size(self) -> PhononsConfig:
+        n_points = 5 if self.path.points is None else len(self.path.points)  # default: at most Γ–X–S–Y–Γ
+        n_q = (n_points - 1) * (self.path.n_per_segment - 1) + 1
+        if n_q * self.n_sites**2 > MAX_MESH_WORK:
+            raise ValueError(
+                f"path: {n_q} q-points with {self.n_sites} site(s) per cell is too large (q-points × sites² = "
+                f"{n_q * self.n_sites**2:.3g}, at most {MAX_MESH_WORK:.3g}); lower path.n_per_segment"
             )
         return self
 
@@ -598,9 +636,9 @@ class MeltInteractionConfig(InteractionConfig):
     polarizabilities ``r0_1``, ``r0_2`` (nm; each defaults to ``r0``, then 0)."""
 
     kind: Literal["coulomb", "keldysh", "dual-gate", "dipole-bare", "dipole-twosheet", "dipole-lumped"] = "coulomb"
-    d: float | None = Field(None, gt=0, description="exciton electron–hole layer separation (nm)")
-    r0_1: float | None = Field(None, ge=0, description="polarizability length of the electron layer (nm)")
-    r0_2: float | None = Field(None, ge=0, description="polarizability length of the hole layer (nm)")
+    d: float | None = Field(None, ge=LIMITS["length"][0], le=LIMITS["length"][1], description="exciton electron–hole layer separation (nm)")
+    r0_1: float | None = Field(None, ge=0, le=LIMITS["length"][1], description="polarizability length of the electron layer (nm)")
+    r0_2: float | None = Field(None, ge=0, le=LIMITS["length"][1], description="polarizability length of the hole layer (nm)")
 
     @property
     def is_exciton(self) -> bool:
@@ -628,8 +666,8 @@ class MeltInteractionConfig(InteractionConfig):
 class ExcitonConfig(_Section):
     """An interlayer exciton: electron (layer 1) and hole (layer 2) masses; M = m_e + m_h (m₀)."""
 
-    m_e: float = Field(gt=0, description="electron mass (m₀)")
-    m_h: float = Field(gt=0, description="hole mass (m₀)")
+    m_e: float = Field(ge=LIMITS["mass"][0], le=LIMITS["mass"][1], description="electron mass (m₀)")
+    m_h: float = Field(ge=LIMITS["mass"][0], le=LIMITS["mass"][1], description="hole mass (m₀)")
 
     @property
     def mass(self) -> float:
@@ -639,8 +677,8 @@ class ExcitonConfig(_Section):
 class TemperatureRange(_Section):
     """num temperatures evenly spaced from start to stop (K)."""
 
-    start: float = Field(0.0, ge=0)
-    stop: float = Field(gt=0)
+    start: float = Field(0.0, ge=0, le=LIMITS["temperature"][1])
+    stop: float = Field(gt=0, le=LIMITS["temperature"][1])
     num: int = Field(61, ge=2, le=100000)
 
     def values(self) -> np.ndarray:
@@ -675,13 +713,16 @@ class MeltSection(_Section):
     lindemann_critical: float = Field(0.3, gt=0, lt=1, description="critical Lindemann ratio L_c")
     mesh: MeltMeshConfig = MeltMeshConfig()
     relax: bool = True
-    t_max: float = Field(1e4, gt=0, description="upper end of the T_m search (K)")
+    t_max: float = Field(1e4, gt=0, le=LIMITS["temperature"][1], description="upper end of the T_m search (K)")
 
     @model_validator(mode="after")
     def _check(self) -> MeltSection:
         t = self.temperature_values()
-        if t.size == 0 or np.any(t < 0) or not np.all(np.isfinite(t)):
-            raise ValueError("melt.temperatures must be values ≥ 0 K")
+        hi = LIMITS["temperature"][1]
+        if t.size == 0 or np.any(t < 0) or not np.all(np.isfinite(t)) or np.any(t > hi):
+            raise ValueError(f"melt.temperatures must be values between 0 and {hi:g} K")
+        if t.size > MAX_TEMPERATURES:
+            raise ValueError(f"melt.temperatures: {t.size} values (at most {MAX_TEMPERATURES})")
         return self
 
     def temperature_values(self) -> np.ndarray:
@@ -727,6 +768,9 @@ SWEEP_ALIASES: dict[str, tuple[str, ...]] = {
     "mass": ("mass",),
 }
 _MAX_SWEEP_POINTS = 10000
+#: Most temperatures of one grid, and most rows (sweep points × temperatures) of lindemann.csv.
+MAX_TEMPERATURES = 100000
+MAX_TABLE_ROWS = 2_000_000
 #: The only melt.* key that is used per sweep point (all others set the whole run).
 PER_POINT_MELT_KEYS = ("melt.lindemann_critical",)
 #: Most (sweep points × finest mesh q-points × sites²) of one melt run (memory bound, estimated).
@@ -738,7 +782,7 @@ class MeltOutputConfig(_Section):
     of the temperature grid)."""
 
     plot: bool = True
-    phase_temperature: float | None = Field(None, ge=0)
+    phase_temperature: float | None = Field(None, ge=0, le=LIMITS["temperature"][1])
 
 
 class MeltConfig(SystemConfig):
@@ -832,6 +876,12 @@ class MeltConfig(SystemConfig):
         n = int(np.prod([len(v) for v in values.values()])) if values else 1
         if n > _MAX_SWEEP_POINTS:
             raise ConfigError(f"sweep: {n} points (more than {_MAX_SWEEP_POINTS})")
+        n_t = self.melt.temperature_values().size
+        if n * n_t > MAX_TABLE_ROWS:
+            raise ConfigError(
+                f"sweep: {n} point(s) × {n_t} temperatures = {n * n_t:.3g} rows of lindemann.csv (at most "
+                f"{MAX_TABLE_ROWS:.3g}); fewer sweep points or temperatures"
+            )
         work = n * self.melt.mesh.max**2 * self.n_sites**2
         if work > MAX_MELT_WORK:  # every point's spectrum on the finest mesh is held at once
             raise ConfigError(

@@ -128,6 +128,7 @@ def melt_table(points, res: MeltSweepResult, blank: bool = True) -> dict[str, li
     cols["nearest_neighbour_distance_nm"] = list(res.nearest_neighbour_distance)
     cols["lindemann_ratio_zero"] = _blank(res.lindemann_ratio_zero)
     cols["melting_temperature_K"] = _blank(res.melting_temperature)
+    cols["above_t_max"] = [bool(np.isposinf(v)) for v in res.melting_temperature]  # T_m empty/null then
     cols["quantum_melted"] = [bool(v) for v in res.quantum_melted]
     cols["unstable"] = [bool(v) for v in res.unstable]
     cols["criterion"] = list(res.criterion)

@@ -268,7 +268,10 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_csv(path: Path, columns: Mapping[str, Sequence], float_format: str = "{:.10g}") -> None:
-    """Write equal-length columns {name: values} as CSV with a header row, atomically."""
+    """Write equal-length columns {name: values} as CSV with a header row, atomically.
+
+    Non-finite numbers (NaN, ±inf) are written as an empty cell, the same convention as ``null`` in
+    JSON (:func:`to_jsonable`); flag columns say why a value is missing (docs/moire-inputs.md)."""
     names = list(columns)
     cols = [np.asarray(columns[k]) for k in names]
     n = {len(c) for c in cols}
@@ -277,7 +280,7 @@ def write_csv(path: Path, columns: Mapping[str, Sequence], float_format: str = "
 
     def fmt(v):
         if isinstance(v, (float, np.floating)):
-            return float_format.format(float(v))
+            return float_format.format(float(v)) if np.isfinite(v) else ""
         return v.item() if isinstance(v, np.generic) else v
 
     with _atomic_file(path) as fh:
