@@ -222,3 +222,69 @@ def test_recovery_never_touches_folders_without_the_marker(tmp_path, monkeypatch
     output.recover_output_dir(tmp_path / "run")
     assert (stranger / "mine.txt").exists()
     time.sleep(0)
+
+
+# ---------------------------------------------------------------- item 12: sizes bounded, one line
+@pytest.mark.parametrize(("command", "override", "message"), [
+    ("phonons", "moire_potential.a_M=1e308", "a_M: Input should be less than or equal to 100000"),
+    ("phonons", "moire_potential.a_M=1e-300", "a_M: Input should be greater than or equal to 0.01"),
+    ("phonons", "moire_potential.V=1e308", "V: Input should be less than or equal to 10000"),
+    ("phonons", "interaction.r0=1e308", "r0: Input should be less than or equal to 10000"),
+    ("phonons", "interaction.r0=1e-300", "r0: Input should be greater than or equal to 0.001"),
+    ("phonons", "mass=1e308", "mass: Input should be less than or equal to 1000"),
+    ("phonons", "dielectric.epsilon_top=1e308", "epsilon_top: Input should be less than or equal to 1000"),
+    ("phonons", "moire_potential.trap_scale=[1e308]", "trap_scale entries must be between 0 and 1000"),
+    ("phonons", "path.points=[{label: A, frac: [0, 0]}, {label: B, frac: [1e300, 0]}]", "within ±100"),
+    ("phonons", "path.n_per_segment=100000", "q-points with 1 site(s) per cell is too large"),
+    ("phonons", "moire_potential.a_M=0.01", "short-range lattice sum would need"),
+    ("melt", "melt.temperatures=[1e308]", "between 0 and 1e+06 K"),
+    ("melt", "melt.t_max=1e308", "t_max: Input should be less than or equal to 1000000"),
+    ("melt", "interaction.d=1e308", "interaction.d: Input should be less than or equal to 10000"),
+    ("melt", "melt.temperatures={start: 0, stop: 100, num: 100000}", "rows of lindemann.csv"),
+])
+def test_extreme_magnitudes_are_refused_naming_the_limit(command, override, message):
+    config = PHONONS if command == "phonons" else (EXCITON if "interaction.d" in override else HOLE)
+    res = run(command, config, "--out", "/nonexistent/never-written", "--set", override)
+    assert res.exit_code == 2 and message in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_basis_site_far_away_is_wrapped(tmp_path):
+    crystal = "crystal={name: far, cell: [[1, 0], [0.5, 0.8660254037844386]], basis: [[1000, 0]]}"
+    res = run("phonons", PHONONS, "--out", tmp_path / "far", *TINY, "--set", crystal)
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "far" / "summary.json").read_text())
+    assert summary["crystal"]["basis_initial_nm"] == [[0.0, 0.0]]
+    assert summary["crystal"]["nearest_neighbour_distance_nm"] == pytest.approx(8.0)
+
+
+# ---------------------------------------------------------------- items 15, 16
+def test_runtime_warnings_are_one_line(capsys):
+    import numpy as np
+
+    from moire_cli.cli import user_errors
+
+    @user_errors
+    def noisy():
+        return np.float64(1.0) / np.float64(0.0)
+
+    assert noisy() == float("inf")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("moire: warning: RuntimeWarning: divide by zero"), err
+
+
+def test_non_finite_values_are_empty_in_csv_and_null_in_json(tmp_path):
+    import numpy as np
+
+    output.write_csv(tmp_path / "x.csv", {"a": [1.0, np.nan, np.inf, -np.inf], "b": ["s", "", "t", "u"]})
+    assert (tmp_path / "x.csv").read_text().splitlines() == ["a,b", "1,s", ",", ",t", ",u"]
+    out = tmp_path / "melt"
+    res = run("melt", HOLE, "--out", out, "--set", "sweep={}", "--set", "melt.mesh.start=4", "--set",
+              "melt.mesh.max=4", "--set", "output.plot=false", "--set", "melt.t_max=1", "--set",
+              "melt.temperatures=[0, 0.5]", "--set", "moire_potential.a_M=30")
+    assert res.exit_code == 0, res.output
+    with open(out / "melt.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["melting_temperature_K"] == "" and row["above_t_max"] == "True" and row["quantum_melted"] == "False"
+    point = json.loads((out / "summary.json").read_text())["points"][0]
+    assert point["melting_temperature_K"] is None and point["above_t_max"] is True
+    assert "inf" not in (out / "melt.csv").read_text() and "nan" not in (out / "lindemann.csv").read_text()
