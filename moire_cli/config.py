@@ -160,7 +160,7 @@ class MoirePotentialConfig(_Section):
     ``hbar_omega_M`` (meV), when given, sets V from ħω_M = (4πħ/a_M)√(V c(ψ)/m) instead of ``V``.
     """
 
-    a_M: float = Field(gt=0, ge=LIMITS["a_M"][0], le=LIMITS["a_M"][1], description="moiré period (nm)")
+    a_M: float = Field(ge=LIMITS["a_M"][0], le=LIMITS["a_M"][1], description="moiré period (nm)")
     V: float = Field(0.0, ge=0, le=LIMITS["V"][1], description="amplitude (meV)")
     psi_deg: float = Field(0.0, ge=-LIMITS["psi_deg"][1], le=LIMITS["psi_deg"][1], description="phase ψ (degrees)")
     carrier: Literal["electron", "hole"] = "electron"

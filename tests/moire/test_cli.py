@@ -98,7 +98,7 @@ BAD = {
     "unknown.yaml": ("moire_potential: {a_M: 8}\nfoo: 1\n", "foo: unknown key"),
     "unknown_nested.yaml": ("moire_potential: {a_M: 8, depth: 3}\n", "moire_potential.depth: unknown key"),
     "wrongtype.yaml": ("moire_potential: {a_M: eight}\n", "moire_potential.a_M"),
-    "negative.yaml": ("moire_potential: {a_M: -8}\n", "greater than 0"),
+    "negative.yaml": ("moire_potential: {a_M: -8}\n", "a_M: Input should be greater than or equal to 0.01"),
     "badcrystal.yaml": ("moire_potential: {a_M: 8}\ncrystal: {name: kagome}\n", "unknown crystal 'kagome'"),
     "keldysh.yaml": ("moire_potential: {a_M: 8}\ninteraction: {kind: keldysh}\n", "r0 is required"),
     "list.yaml": ("- 1\n- 2\n", "must be a YAML mapping"),
