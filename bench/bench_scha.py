@@ -1,7 +1,7 @@
 """Benchmark: the self-consistent (SCHA) melting sweep against the harmonic one, same run, same sweep.
 
 WSe₂/WS₂ hole crystal as in bench/bench_melt.py (40 moiré periods × 60 temperatures, 48×48 mesh,
-Coulomb Ewald): `lindemann.melt_sweep` (harmonic) and `scha.scha_sweep` (the same phonons, iterated
+Coulomb Ewald): `melt_sweep.melt_sweep` (harmonic) and `scha.scha_sweep` (the same phonons, iterated
 to self-consistency at every temperature, plus the instability temperature T* and the Lindemann
 T_m on the self-consistent branch). Target (issue 14): SCHA within 3× the harmonic sweep.
 Not a test: no assertions. Run: python bench/bench_scha.py
@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moire_cli import crystals, dynamics, lindemann, scha  # noqa: E402
+from moire_cli import crystals, dynamics, melt_sweep, scha  # noqa: E402
 from moire_cli.potentials import Coulomb, MoirePotential  # noqa: E402
 
 N_PERIODS, N_T, MESH = 40, 60, 48
@@ -30,7 +30,7 @@ def main() -> None:
     sweep = [dynamics.LatticeModel(crystals.build_crystal("triangular", a), MoirePotential(a, V, PSI, -1),
                                    Coulomb(KAPPA), MASS) for a in a_values]
     t0 = time.perf_counter()
-    harm = lindemann.melt_sweep(sweep, L_C, temps, meshes=(MESH,), relax=True)
+    harm = melt_sweep.melt_sweep(sweep, L_C, temps, meshes=(MESH,), relax=True)
     t_harm = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = scha.scha_sweep(sweep, L_C, temps, mesh=MESH, relax=True)

@@ -387,7 +387,7 @@ class SCHASweepResult:
         instability_temperature: (P,) K, T*: the lowest temperature without a self-consistent
             solution (0: none even at T = 0; +inf: solutions up to t_max). Located to ``t_rtol``.
         quantum_melted: (P,) L(0) ≥ L_c.  criterion: (P,) "single-site" or "relative" (as in
-            `lindemann.melt_sweep`).  pinned: (P,) bool.  lindemann_critical: (P,).
+            `melt_sweep.melt_sweep`).  pinned: (P,) bool.  lindemann_critical: (P,).
         mesh: n of the n×n Monkhorst–Pack mesh.  pair_shells: bond shells smeared.  models: (relaxed).
     """
 

@@ -16,7 +16,7 @@ import pytest
 from scipy import optimize, sparse
 from scipy.sparse import linalg as sla
 
-from moire_cli import crystals, dynamics, lindemann, scha
+from moire_cli import crystals, dynamics, melt_sweep, scha
 from moire_cli.potentials import Coulomb, MoirePotential
 from moire_cli.units import HBAR2_OVER_M0_MEV_NM2 as HB2
 from moire_cli.units import K_B_MEV_PER_K as KB
@@ -140,11 +140,11 @@ def test_reduces_to_harmonic_as_fluctuations_vanish():
     for mass, bound in ((1e12, 1e-6), (1e14, 1e-7)):  # ⟨u²⟩ ∝ m^{-1/2}: correction ∝ m^{-1/2}
         m = _hole_model(mass=mass)
         res = scha.scha_sweep([m], 0.3, temps, mesh=6, relax=False)
-        harm = lindemann.melt_sweep([m], 0.3, temps, meshes=(6,), relax=False)
+        harm = melt_sweep.melt_sweep([m], 0.3, temps, meshes=(6,), relax=False)
         rel = res.lindemann_ratio[0, 0] / harm.lindemann_ratio[0, 0] - 1
         assert 0 < rel < bound
     light = scha.scha_sweep([_hole_model()], 0.3, temps, mesh=6, relax=False)
-    harm = lindemann.melt_sweep([_hole_model()], 0.3, temps, meshes=(6,), relax=False)
+    harm = melt_sweep.melt_sweep([_hole_model()], 0.3, temps, meshes=(6,), relax=False)
     assert light.lindemann_ratio[0, 0] > 1.05 * harm.lindemann_ratio[0, 0]  # real fluctuations soften
 
 
@@ -153,7 +153,7 @@ def test_nothing_to_average_is_exactly_harmonic_at_every_temperature():
     temps = np.array([0.0, 30.0, 300.0])
     res = scha.scha_sweep([m, _hole_model(a_M=10.0, harmonic_only=True)], 0.3, temps, mesh=6, pair_shells=0,
                           relax=False)
-    harm = lindemann.melt_sweep([m, _hole_model(a_M=10.0, harmonic_only=True)], 0.3, temps, meshes=(6,),
+    harm = melt_sweep.melt_sweep([m, _hole_model(a_M=10.0, harmonic_only=True)], 0.3, temps, meshes=(6,),
                                 relax=False)
     np.testing.assert_allclose(res.lindemann_ratio, harm.lindemann_ratio, rtol=1e-12)
     np.testing.assert_allclose(res.relative_lindemann_ratio, harm.relative_lindemann_ratio, rtol=1e-12)
@@ -165,7 +165,7 @@ def test_interacting_sweep_softens_and_reports_both_criteria():
     models = [_hole_model(a_M=a, V=3.0) for a in (8.0, 14.0)]
     temps = np.linspace(0.0, 200.0, 21)
     res = scha.scha_sweep(models, 0.3, temps, mesh=8)
-    harm = lindemann.melt_sweep(models, 0.3, temps, meshes=(8,))
+    harm = melt_sweep.melt_sweep(models, 0.3, temps, meshes=(8,))
     ok = res.solution
     assert ok[:, 0].all() and not ok.all()  # solutions at low T, none at the top of the grid
     assert np.all(res.lindemann_ratio[ok] >= harm.lindemann_ratio[ok])
