@@ -159,6 +159,8 @@ def melt(
     set_: list[str] = typer.Option(None, "--set", help="Override a config key: --set melt.lindemann_critical=0.2"),
     out: Path = typer.Option(Path("runs/melt"), "--out", help="Output folder (written atomically)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address for the Monte Carlo points "
+                                  "(tcp://host:8786), or 'serial'; default: a local cluster of processes."),
 ) -> None:
     """Quantum and thermal melting (Lindemann criterion) of electronic and excitonic moiré crystals."""
     from rich.console import Console
@@ -168,7 +170,7 @@ def melt(
     from moire_cli.melt_output import write_melt
     from moire_cli.melt_run import run_melt
 
-    cfg = load_config(config, MeltConfig, set_)
+    cfg = load_config(config, MeltConfig, [*(set_ or []), *([f"melt.scheduler={scheduler}"] if scheduler else [])])
     output.check_output_dir(out, overwrite)
     console = Console()
     run = run_melt(cfg, log=functools.partial(_log, console))

@@ -706,14 +706,74 @@ class MeltMeshConfig(_Section):
         return out
 
 
+#: `melt.method` values: harmonic phonons (spec §7), self-consistent phonons and classical Monte Carlo (§12).
+MELT_METHODS = ("harmonic", "self-consistent", "monte-carlo")
+MeltMethod = Literal["harmonic", "self-consistent", "monte-carlo"]
+
+
+class SCHASection(_Section):
+    """Self-consistent harmonic approximation (moire_cli/scha.py): bond shells whose force constants
+    are averaged, fixed-point iterations per solve, convergence tolerance, relative accuracy of T*."""
+
+    pair_shells: int = Field(1, ge=0, le=3)
+    max_iter: int = Field(60, ge=5, le=1000)
+    tolerance: float = Field(1e-9, gt=0, lt=1e-3)
+    t_rtol: float = Field(1e-3, gt=0, lt=0.1)
+
+
+class MonteCarloSection(_Section):
+    """Classical Monte Carlo (moire_cli/montecarlo.py): supercell (cells along a1, a2), production
+    and equilibration sweeps, blocks for the error bars, sweeps between Ψ₆ measurements, base seed,
+    temperatures (K > 0; default: the melt temperatures above 0 K)."""
+
+    supercell: tuple[int, int] = (12, 12)
+    sweeps: int = Field(2000, ge=10, le=10**7)
+    equilibration: int = Field(500, ge=0, le=10**7)
+    blocks: int = Field(20, ge=4, le=1000)
+    psi6_every: int = Field(10, ge=1)
+    seed: int = Field(0, ge=0)
+    temperatures: list[float] | TemperatureRange | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MonteCarloSection:
+        if min(self.supercell) < 2 or max(self.supercell) > 64:
+            raise ValueError("melt.monte_carlo.supercell: 2 to 64 cells along each lattice vector")
+        if self.sweeps // self.psi6_every < self.blocks:
+            raise ValueError("melt.monte_carlo: sweeps / psi6_every must be at least blocks (Ψ₆ measurements per block)")
+        t = self.temperature_values()
+        hi = LIMITS["temperature"][1]
+        if t is not None and (t.size == 0 or np.any(~np.isfinite(t)) or np.any(t <= 0) or np.any(t > hi)):
+            raise ValueError(f"melt.monte_carlo.temperatures must be values above 0 and at most {hi:g} K")
+        return self
+
+    def temperature_values(self) -> np.ndarray | None:
+        t = self.temperatures
+        if t is None:
+            return None
+        return t.values() if isinstance(t, TemperatureRange) else np.asarray(t, dtype=float)
+
+
 class MeltSection(_Section):
-    """Lindemann analysis: temperature grid (list or range, K), critical ratio L_c, meshes."""
+    """Lindemann analysis: temperature grid (list or range, K), critical ratio L_c, meshes; the
+    method(s) (harmonic default; self-consistent; monte-carlo) with their settings, and where the
+    Monte Carlo points run (``scheduler``: None = a local Dask cluster of ``workers`` processes,
+    "serial" = this process, or a Dask scheduler address)."""
 
     temperatures: list[float] | TemperatureRange = TemperatureRange(stop=300.0)
     lindemann_critical: float = Field(0.3, gt=0, lt=1, description="critical Lindemann ratio L_c")
     mesh: MeltMeshConfig = MeltMeshConfig()
     relax: bool = True
     t_max: float = Field(1e4, gt=0, le=LIMITS["temperature"][1], description="upper end of the T_m search (K)")
+    method: MeltMethod | list[MeltMethod] = "harmonic"
+    scha: SCHASection = SCHASection()
+    monte_carlo: MonteCarloSection = MonteCarloSection()
+    scheduler: str | None = None
+    workers: int | None = Field(None, ge=1, le=1024)
+
+    def methods(self) -> list[str]:
+        """The requested methods, without repeats, in the order of :data:`MELT_METHODS`."""
+        m = [self.method] if isinstance(self.method, str) else list(self.method)
+        return [k for k in MELT_METHODS if k in m]
 
     @model_validator(mode="after")
     def _check(self) -> MeltSection:
@@ -723,6 +783,8 @@ class MeltSection(_Section):
             raise ValueError(f"melt.temperatures must be values between 0 and {hi:g} K")
         if t.size > MAX_TEMPERATURES:
             raise ValueError(f"melt.temperatures: {t.size} values (at most {MAX_TEMPERATURES})")
+        if not self.methods():
+            raise ValueError(f"melt.method: give one or more of {', '.join(MELT_METHODS)}")
         return self
 
     def temperature_values(self) -> np.ndarray:

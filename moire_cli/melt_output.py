@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from moire_cli import output, plots
-from moire_cli.melt_run import PHASES, MeltRun, lindemann_table, melt_table, numeric_sweep_keys, phase_panels
+from moire_cli.melt_run import PHASES, MeltRun, melt_table, numeric_sweep_keys, phase_panels
 
 #: Display name and unit of each swept parameter (config key → (symbol, unit); "" = dimensionless).
 QUANTITIES = {"a_M": ("a_M", "nm"), "V": ("V", "meV"), "psi_deg": ("ψ", "deg"), "epsilon": ("ε", ""),
@@ -44,13 +44,21 @@ def _index(values: list) -> tuple[list[int], list]:
 def write_melt(folder: Path, run: MeltRun) -> None:
     """Write every output file of ``run`` into ``folder`` (an existing, empty folder, e.g. the
     temporary one of :func:`moire_cli.output.atomic_output_dir`)."""
+    from moire_cli import melt_methods
+
     folder = Path(folder)
-    output.write_csv(folder / "melt.csv", melt_table(run.points, run.sweep))
-    output.write_csv(folder / "lindemann.csv", lindemann_table(run.points, run.sweep))
+    extra = run.methods
+    output.write_csv(folder / "melt.csv", melt_methods.melt_rows(melt_table(run.points, run.sweep), extra))
+    output.write_csv(folder / "lindemann.csv", melt_methods.lindemann_rows(run.points, run.sweep, extra))
+    if extra.monte_carlo is not None:
+        output.write_csv(folder / "mc.csv", melt_methods.mc_trace_rows(run.points, extra))
     output.write_json(folder / "summary.json", run.summary)
     if run.config.output.plot:
         for name, fig in melt_figures(run):
             output.save_figure(fig, folder / name)
+        if len(extra.methods) > 1:  # the methods side by side
+            for name, fig in melt_methods.method_figures(run):
+                output.save_figure(fig, folder / name)
 
 
 def melt_figures(run: MeltRun):

@@ -46,6 +46,7 @@ class MeltRun:
     messages: list[str]
     warnings: list[str]
     summary: dict
+    methods: object = None  # melt_methods.MethodResults: the self-consistent / Monte Carlo results
 
 
 def run_melt(cfg: MeltConfig, log: Callable[[str], None] | None = None) -> MeltRun:
@@ -84,8 +85,14 @@ def run_melt(cfg: MeltConfig, log: Callable[[str], None] | None = None) -> MeltR
                         f"mesh (last change {res.mesh.change:.2g}); raise melt.mesh.max")
     if res.unstable.any():
         warnings.append(f"{int(res.unstable.sum())} sweep point(s) dynamically unstable (imaginary phonons): no L, T_m")
+    from moire_cli.melt_methods import messages_for, run_methods, summary_section, warnings_for
+
+    extra = run_methods(cfg, points, res, log)  # melt.method beyond harmonic (moire_cli/melt_methods.py)
+    messages += messages_for(extra)
+    warnings += warnings_for(extra)
     summary = melt_summary(cfg, points, res, messages, warnings)
-    return MeltRun(cfg, points, res, messages, warnings, summary)
+    summary.update(summary_section(cfg, extra))
+    return MeltRun(cfg, points, res, messages, warnings, summary, extra)
 
 
 def point_inputs(cfg: MeltConfig) -> dict:
