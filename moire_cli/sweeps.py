@@ -9,6 +9,7 @@ this module only chooses the client and keeps the order of the results.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 
@@ -56,8 +57,8 @@ def run_points(
         n = workers if workers is not None else min(len(args), os.cpu_count() or 1)
         if n < 1:
             raise ValueError(f"workers must be ≥ 1, got {n}")
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             return _gather(client, function, args)
     with Client(scheduler, timeout=timeout) as client:
         return _gather(client, function, args)
