@@ -93,11 +93,16 @@ class MTAConfig(_Strict):
     layers: block indices of a decoder-only model (negative counts from the end; default last 4);
     encoder_layers / decoder_layers: the same for encoder-decoder (T5) models (default: last block).
     task_to_experts: task name -> its own expert indices (default: task i owns expert i mod E).
-    Stage-2 fields (num_shared_experts, gate, gate_hidden, gate_init_bias, gate_combine) are used by
-    stage 2 only.
+    expert: `bottleneck` (beside the FFN), `ffn_copy`, `lora` (E LoRA-adapted copies of the FFN,
+    mixed at the output) or `hydra_lora` (asymmetric LoRA, HydraLoRA arXiv:2404.19245: one A shared by
+    the experts of a projection, one B per expert, mixed inside the projection); `alter_cli.experts`.
+    lora_alpha: LoRA scale s = lora_alpha / rank of the `lora` / `hydra_lora` experts (null: s = 1).
+    selector_learning_rate: learning rate of the stage-1 selector logits (null: train.learning_rate).
+    Stage-2 fields (num_shared_experts, gate, gate_hidden, gate_init_bias, gate_combine, gate_task,
+    gate_learning_rate) are used by stage 2 only.
     """
 
-    expert: Literal["bottleneck", "ffn_copy", "lora"] = "bottleneck"
+    expert: Literal["bottleneck", "ffn_copy", "lora", "hydra_lora"] = "bottleneck"
     num_experts: int = Field(5, ge=1)
     rank: int = Field(64, ge=1)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
@@ -109,11 +114,15 @@ class MTAConfig(_Strict):
     own_init: float = 0.22
     other_init: float = 0.20
     task_to_experts: dict[str, list[int]] | None = None
+    lora_alpha: float | None = Field(None, gt=0)
+    selector_learning_rate: float | None = Field(None, gt=0)
     num_shared_experts: int = Field(0, ge=0)
     gate: Literal["token", "pooled"] = "token"
     gate_hidden: int = Field(64, ge=1)
     gate_init_bias: float = 2.0
     gate_combine: Literal["convex", "residual"] = "convex"
+    gate_task: Literal["none", "bias", "embedding", "task_only"] = "none"
+    gate_learning_rate: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _experts_in_range(self) -> MTAConfig:
@@ -213,6 +222,12 @@ class Stage2MTAConfig(_Strict):
     gate_regularizer: `none` (default), `load_balancing` (w·(M+1)·Σ_j ḡ_j², ḡ = mean gate weight over
     the batch's tokens, minimal for equal use; Fedus et al. 2021, arXiv:2101.03961 eq. 4 for dense
     weights) or `entropy` (−w·mean per-token entropy of g, against collapse onto one path).
+    gate_task: how the gate sees the sample's task — `none` (the spec's gate over [o₀; …; o_M] only),
+    `bias` (default: + a learned per-task logit bias), `embedding` (a learned task embedding joined
+    to the gate input, MOELoRA arXiv:2310.18339) or `task_only` (g = softmax(b_t) from the task
+    alone, token-independent); `alter_cli.mta.GateNetwork`. Every mode starts with the same gate for
+    every task.
+    gate_learning_rate: learning rate of the gate network (null: train.learning_rate).
     """
 
     num_shared_experts: int = Field(2, ge=1)
@@ -220,6 +235,8 @@ class Stage2MTAConfig(_Strict):
     gate_hidden: int = Field(64, ge=1)
     gate_init_bias: float = 2.0
     gate_combine: Literal["convex", "residual"] = "convex"
+    gate_task: Literal["none", "bias", "embedding", "task_only"] = "bias"
+    gate_learning_rate: float | None = Field(None, gt=0)
     gate_regularizer: Literal["none", "load_balancing", "entropy"] = "none"
     gate_regularizer_weight: float = Field(0.01, ge=0)
 

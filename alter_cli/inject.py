@@ -2,8 +2,8 @@
 
 The model's code is not edited: each MTA layer becomes a child `alter_mta` of the block's FFN module,
 and either a forward hook adds its output to the FFN output (`parallel`), or the FFN module's
-`forward` is replaced on the instance by the MTA layer (`replace`, and always for `lora` experts,
-whose mixture already contains the adapted FFN). Base parameter names are unchanged.
+`forward` is replaced on the instance by the MTA layer (`replace`, and always for `lora` and
+`hydra_lora` experts, whose mixture already contains the adapted FFN). Base parameter names are unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import MTAConfig
 from .data import TaskRegistry
-from .mta import FFNWeights, MTALayer, mta_layers
+from .mta import REPLACES_FFN, FFNWeights, MTALayer, mta_layers
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "gpt2", "t5")
 MTA_PREFIX = "alter_mta"
@@ -151,11 +151,11 @@ def attach_mta(model: nn.Module, mta_config: MTAConfig, registry: TaskRegistry) 
         layer = MTALayer(
             d_model, len(registry), cfg.num_experts, task_to_experts, expert=cfg.expert, rank=cfg.rank,
             activation=cfg.activation, temperature=cfg.temperature, own_init=cfg.own_init,
-            other_init=cfg.other_init, ffn=get_ffn(), get_ffn=get_ffn,
+            other_init=cfg.other_init, ffn=get_ffn(), get_ffn=get_ffn, lora_alpha=cfg.lora_alpha,
         ).to(device=p.device)
         layer.reads_attention_mask = not (encoder_decoder and names[id(ffn_module)].startswith("decoder."))
         ffn_module.add_module(MTA_PREFIX, layer)
-        if cfg.placement == "replace" or cfg.expert == "lora":
+        if cfg.placement == "replace" or cfg.expert in REPLACES_FFN:
             ffn_module.forward = types.MethodType(_replace_forward, ffn_module)
             layer.replaces_ffn = True
         else:
@@ -175,7 +175,7 @@ def add_shared_experts(model: nn.Module, mta_config: MTAConfig) -> list[MTALayer
     for layer in layers:
         layer.add_shared_experts(
             mta_config.num_shared_experts, gate=mta_config.gate, hidden=mta_config.gate_hidden,
-            init_bias=mta_config.gate_init_bias, combine=mta_config.gate_combine,
+            init_bias=mta_config.gate_init_bias, combine=mta_config.gate_combine, task=mta_config.gate_task,
         )
     return layers
 
@@ -226,3 +226,22 @@ def _ffn_owner_params(model: nn.Module, layer: MTALayer) -> list[nn.Parameter]:
         if getattr(module, MTA_PREFIX, None) is layer:
             return [p for n, p in module.named_parameters() if not n.startswith(MTA_PREFIX)]
     return []
+
+
+def optimizer_param_groups(model: nn.Module, learning_rate: float, mta_config: MTAConfig | None) -> list[dict]:
+    """AdamW parameter groups of the trainable parameters: the selector logits at
+    `mta.selector_learning_rate`, the gate networks at `mta.gate_learning_rate` (each None: the
+    shared `learning_rate`), everything else at `learning_rate`. Empty groups are left out."""
+    sel_lr = getattr(mta_config, "selector_learning_rate", None) or learning_rate
+    gate_lr = getattr(mta_config, "gate_learning_rate", None) or learning_rate
+    selector, gate = set(), set()
+    for layer in mta_layers(model):
+        selector.add(id(layer.selector))
+        if layer.gate_net is not None:
+            gate.update(id(p) for p in layer.gate_net.parameters())
+    groups: dict[str, list[nn.Parameter]] = {"other": [], "selector": [], "gate": []}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups["selector" if id(p) in selector else "gate" if id(p) in gate else "other"].append(p)
+    lrs = {"other": learning_rate, "selector": sel_lr, "gate": gate_lr}
+    return [{"params": ps, "lr": lrs[k], "name": k} for k, ps in groups.items() if ps]

@@ -14,176 +14,87 @@ over experts. Task ids reach the layers through `task_context` (no model.forward
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "silu": F.silu,
-    "tanh": torch.tanh,
-}
+from .experts import (  # noqa: F401  (re-exported: the expert kinds live in experts.py)
+    ACTIVATIONS,
+    EXPERT_KINDS,
+    REPLACES_FFN,
+    BottleneckExperts,
+    FFNCopyExperts,
+    FFNWeights,
+    HydraLoRAExperts,
+    LoRAExperts,
+    build_experts,
+)
 
-
-@dataclass
-class FFNWeights:
-    """A view of a pretrained FFN in one canonical form (weights as nn.Linear stores them).
-
-    plain:  FFN(x) = act(x W_inᵀ + b_in) W_outᵀ + b_out
-    gated:  FFN(x) = (act(x W_gateᵀ + b_gate) ⊙ (x W_inᵀ + b_in)) W_outᵀ + b_out
-    Shapes: w_in, w_gate (f, d); w_out (d, f); biases (f,) / (d,) or None.
-    """
-
-    w_in: torch.Tensor
-    w_out: torch.Tensor
-    act: Callable[[torch.Tensor], torch.Tensor]
-    w_gate: torch.Tensor | None = None
-    b_in: torch.Tensor | None = None
-    b_gate: torch.Tensor | None = None
-    b_out: torch.Tensor | None = None
-
-    @property
-    def gated(self) -> bool:
-        return self.w_gate is not None
-
-
-def _expand_alpha(alpha: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(N, E) per-sample weights -> (N, 1, …, 1, E) broadcastable against x[..., None, :] rows."""
-    return alpha.reshape(alpha.shape[0], *([1] * (x.dim() - 2)), alpha.shape[1])
-
-
-class BottleneckExperts(nn.Module):
-    """E bottleneck adapters d→r→d (Houlsby/Pfeiffer), stacked: down (E, d, r), up (E, r, d).
-
-    `forward(x, weights)` returns Σ_k weights_k · up_k(act(down_k(x))) for x (N, ..., d) and
-    weights (N, E), as two matmuls over the flattened (E·r) axis. Up-projections start at zero so
-    the mixture output is exactly 0 at initialisation.
-    """
-
-    def __init__(self, num_experts: int, d_model: int, rank: int, activation: str = "relu"):
-        super().__init__()
-        self.num_experts, self.rank, self.activation = num_experts, rank, activation
-        self.down = nn.Parameter(torch.empty(num_experts, d_model, rank))
-        self.down_bias = nn.Parameter(torch.zeros(num_experts, rank))
-        self.up = nn.Parameter(torch.zeros(num_experts, rank, d_model))
-        self.up_bias = nn.Parameter(torch.zeros(num_experts, d_model))
-        bound = 1.0 / math.sqrt(d_model)
-        nn.init.uniform_(self.down, -bound, bound)
-
-    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Every expert's output, shape (N, ..., E, d)."""
-        h = ACTIVATIONS[self.activation](torch.einsum("...d,edr->...er", x, self.down) + self.down_bias)
-        return torch.einsum("...er,erd->...ed", h, self.up) + self.up_bias
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        E, r = self.num_experts, self.rank
-        d = x.shape[-1]
-        down = self.down.permute(1, 0, 2).reshape(d, E * r)
-        h = ACTIVATIONS[self.activation](x @ down + self.down_bias.reshape(E * r))
-        w = _expand_alpha(weights, x).to(h.dtype)
-        h = (h.unflatten(-1, (E, r)) * w[..., None]).flatten(-2)
-        return h @ self.up.reshape(E * r, d) + w @ self.up_bias.to(h.dtype)
-
-
-class FFNCopyExperts(nn.Module):
-    """E full copies of the block's pretrained FFN (the reference code's experts), stacked (E, f, d)."""
-
-    def __init__(self, num_experts: int, ffn: FFNWeights):
-        super().__init__()
-        self.num_experts, self.act = num_experts, ffn.act
-
-        def stack(t: torch.Tensor | None) -> nn.Parameter | None:
-            if t is None:
-                return None
-            return nn.Parameter(t.detach().clone().unsqueeze(0).repeat(num_experts, *([1] * t.dim())))
-
-        self.w_in, self.w_out = stack(ffn.w_in), stack(ffn.w_out)
-        self.w_gate, self.b_in = stack(ffn.w_gate), stack(ffn.b_in)
-        self.b_gate, self.b_out = stack(ffn.b_gate), stack(ffn.b_out)
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        h = torch.einsum("...d,efd->...ef", x, self.w_in)
-        if self.b_in is not None:
-            h = h + self.b_in
-        if self.w_gate is not None:
-            g = torch.einsum("...d,efd->...ef", x, self.w_gate)
-            if self.b_gate is not None:
-                g = g + self.b_gate
-            h = self.act(g) * h
-        else:
-            h = self.act(h)
-        w = _expand_alpha(weights, x).to(h.dtype)
-        y = torch.einsum("...ef,edf->...d", h * w[..., None], self.w_out)
-        if self.b_out is not None:
-            y = y + w @ self.b_out
-        return y
-
-
-class LoRAExperts(nn.Module):
-    """E low-rank deltas on the FFN's projections: expert k is the FFN with W + B_k A_k on each of
-    its projections (A (E, r, in) random, B (E, out, r) zero, scale 1). Returns Σ_k weights_k FFN_k(x),
-    which equals FFN(x) at initialisation. The base FFN weights are read, not copied or trained."""
-
-    def __init__(self, num_experts: int, ffn: FFNWeights, rank: int, get_ffn: Callable[[], FFNWeights]):
-        super().__init__()
-        self.num_experts, self._get_ffn = num_experts, get_ffn
-        f, d = ffn.w_in.shape
-        names = ["in", "out"] + (["gate"] if ffn.gated else [])
-        dims = {"in": (d, f), "gate": (d, f), "out": (f, d)}
-        for n in names:
-            i, o = dims[n]
-            a = torch.empty(num_experts, rank, i)
-            nn.init.uniform_(a, -1.0 / math.sqrt(i), 1.0 / math.sqrt(i))
-            self.register_parameter(f"lora_A_{n}", nn.Parameter(a))
-            self.register_parameter(f"lora_B_{n}", nn.Parameter(torch.zeros(num_experts, o, rank)))
-
-    def _proj(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, name: str, per_expert: bool):
-        A, B = getattr(self, f"lora_A_{name}"), getattr(self, f"lora_B_{name}")
-        if per_expert:  # x (..., E, i)
-            base = x @ w.t().to(x.dtype)
-            delta = torch.einsum("...ei,eri->...er", x, A)
-        else:  # x (..., i), shared base projection computed once
-            base = (x @ w.t().to(x.dtype)).unsqueeze(-2)
-            delta = torch.einsum("...i,eri->...er", x, A)
-        out = base + torch.einsum("...er,eor->...eo", delta, B)
-        return out if b is None else out + b
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        ffn = self._get_ffn()
-        h = self._proj(x, ffn.w_in, ffn.b_in, "in", per_expert=False)
-        if ffn.gated:
-            h = ffn.act(self._proj(x, ffn.w_gate, ffn.b_gate, "gate", per_expert=False)) * h
-        else:
-            h = ffn.act(h)
-        w = _expand_alpha(weights, x).to(h.dtype)
-        y = self._proj(h * w[..., None], ffn.w_out, None, "out", per_expert=True).sum(-2)
-        return y if ffn.b_out is None else y + ffn.b_out
+GATE_TASK_MODES = ("none", "bias", "embedding", "task_only")
 
 
 class GateNetwork(nn.Module):
-    """g = softmax(W₂ ReLU(W₁ [o₀; o₁; …; o_M])) ∈ R^{M+1} (spec section 1, stage 2).
+    """The stage-2 gate g ∈ R^{M+1} over the paths [o₀; o₁; …; o_M] (spec section 1, stage 2), and how
+    it sees the task t of each sample (`task`; the spec's gate sees it only through o₀):
 
-    W₂ starts at zero with bias (init_bias, 0, …, 0), so at initialisation g is the constant
-    softmax of that bias: init_bias > 0 favours the task path o₀.
+    - "none" (spec): g = softmax(W₂ ReLU(W₁ [o₀; …; o_M]))
+    - "bias": g = softmax(W₂ ReLU(W₁ [o₀; …; o_M]) + b_t), a learned per-task logit bias b_t ∈ R^{M+1}
+      (zero at the start)
+    - "embedding": g = softmax(W₂ ReLU(W₁ [o₀; …; o_M; e_t])), a learned task embedding e_t ∈ R^{hidden}
+      joined to the gate input (the task-embedding gate of MOELoRA, Liu et al. 2023, arXiv:2310.18339)
+    - "task_only": g = softmax(b_t), one learned logit vector per task: token-independent, no W₁/W₂
+      (the stage-2 analogue of stage 1's selector; b_t starts at (init_bias, 0, …, 0)).
+
+    W₂ starts at zero with bias (init_bias, 0, …, 0), so in every mode g starts as the same constant
+    softmax of that bias for every task: init_bias > 0 favours the task path o₀.
     """
 
-    def __init__(self, num_paths: int, d_model: int, hidden: int, init_bias: float):
+    def __init__(self, num_paths: int, d_model: int, hidden: int, init_bias: float, num_tasks: int = 1,
+                 task: str = "none"):
         super().__init__()
-        self.w1 = nn.Linear(num_paths * d_model, hidden)
+        if task not in GATE_TASK_MODES:
+            raise ValueError(f"gate task mode must be one of {', '.join(GATE_TASK_MODES)}, got {task!r}")
+        self.num_paths, self.task_mode = num_paths, task
+        if task == "task_only":
+            logits = torch.zeros(num_tasks, num_paths)
+            logits[:, 0] = float(init_bias)
+            self.task_logits = nn.Parameter(logits)
+            return
+        extra = hidden if task == "embedding" else 0
+        self.w1 = nn.Linear(num_paths * d_model + extra, hidden)
         self.w2 = nn.Linear(hidden, num_paths)
         nn.init.zeros_(self.w2.weight)
         with torch.no_grad():
             self.w2.bias.zero_()
             self.w2.bias[0] = init_bias
+        if task == "bias":
+            self.task_bias = nn.Parameter(torch.zeros(num_tasks, num_paths))
+        elif task == "embedding":
+            self.task_embedding = nn.Parameter(torch.randn(num_tasks, hidden))
 
-    def forward(self, paths: torch.Tensor) -> torch.Tensor:
-        """paths (..., M+1, d) -> gate weights (..., M+1), summing to 1."""
-        return torch.softmax(self.w2(F.relu(self.w1(paths.flatten(-2)))), dim=-1)
+    def forward(self, paths: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """paths (N, ..., M+1, d), task_ids (N,) -> gate weights (N, ..., M+1), summing to 1.
+        Raises ValueError when a task-aware mode gets no task ids."""
+        lead = paths.shape[:-2]
+        if self.task_mode != "none" and task_ids is None:
+            raise ValueError(f"gate task mode {self.task_mode!r} needs the task ids")
+
+        def per_sample(t: torch.Tensor) -> torch.Tensor:  # (N, k) -> (N, 1, …, 1, k) broadcastable over lead
+            return t.reshape(t.shape[0], *([1] * (len(lead) - 1)), t.shape[-1])
+
+        if self.task_mode == "task_only":
+            logits = per_sample(self.task_logits[task_ids]).expand(*lead, self.num_paths)
+            return torch.softmax(logits.to(paths.dtype), dim=-1)
+        inp = paths.flatten(-2)
+        if self.task_mode == "embedding":
+            e = per_sample(self.task_embedding[task_ids].to(inp.dtype)).expand(*lead, self.task_embedding.shape[-1])
+            inp = torch.cat([inp, e], dim=-1)
+        logits = self.w2(F.relu(self.w1(inp)))
+        if self.task_mode == "bias":
+            logits = logits + per_sample(self.task_bias[task_ids].to(logits.dtype))
+        return torch.softmax(logits, dim=-1)
 
 
 class RoutingState:
@@ -220,7 +131,8 @@ class MTALayer(nn.Module):
     """One MTA module: E task experts + task weights selector (+ stage-2 shared experts and gate).
 
     Args:
-        d_model: hidden size d. num_tasks: T. num_experts: E. expert: bottleneck | ffn_copy | lora.
+        d_model: hidden size d. num_tasks: T. num_experts: E. expert: bottleneck | ffn_copy | lora |
+        hydra_lora (`experts.py`); lora_alpha: LoRA scale s = lora_alpha / rank (None: s = 1).
         task_to_experts: for each task id, its own expert indices (selector init own_init vs
         other_init, before the /τ softmax; reference 0.22 / 0.20, τ = 0.1).
         ffn / get_ffn: the block's FFN (needed by ffn_copy and lora).
@@ -242,24 +154,14 @@ class MTALayer(nn.Module):
         other_init: float = 0.20,
         ffn: FFNWeights | None = None,
         get_ffn: Callable[[], FFNWeights] | None = None,
+        lora_alpha: float | None = None,
     ):
         super().__init__()
         if len(task_to_experts) != num_tasks:
             raise ValueError(f"task_to_experts has {len(task_to_experts)} rows for {num_tasks} tasks")
         self.d_model, self.num_tasks, self.num_experts = d_model, num_tasks, num_experts
         self.expert_kind, self.temperature, self.rank, self.activation = expert, temperature, rank, activation
-        if expert == "bottleneck":
-            self.experts: nn.Module = BottleneckExperts(num_experts, d_model, rank, activation)
-        elif expert == "ffn_copy":
-            if ffn is None:
-                raise ValueError("ffn_copy experts need the block's FFN weights")
-            self.experts = FFNCopyExperts(num_experts, ffn)
-        elif expert == "lora":
-            if ffn is None or get_ffn is None:
-                raise ValueError("lora experts need the block's FFN weights")
-            self.experts = LoRAExperts(num_experts, ffn, rank, get_ffn)
-        else:
-            raise ValueError(f"unknown expert kind {expert!r} (bottleneck, ffn_copy, lora)")
+        self.experts: nn.Module = build_experts(expert, num_experts, d_model, rank, activation, ffn, get_ffn, lora_alpha)
         init = torch.full((num_tasks, num_experts), float(other_init))
         for t, own in enumerate(task_to_experts):
             init[t, list(own)] = float(own_init)
@@ -269,6 +171,7 @@ class MTALayer(nn.Module):
         self.gate_net: GateNetwork | None = None
         self.gate_mode = "token"
         self.gate_combine = "convex"
+        self.gate_task = "none"
         self.last_gate: torch.Tensor | None = None
         self.replaces_ffn = False  # set by inject.attach_mta
         self.reads_attention_mask = True  # False in a T5 decoder (the mask is the encoder's); set by attach_mta
@@ -303,6 +206,7 @@ class MTALayer(nn.Module):
         init_bias: float = 2.0,
         activation: str | None = None,
         combine: str = "convex",
+        task: str = "none",
     ) -> None:
         """Add M shared bottleneck experts (zero-initialised up-projections) and the gate network.
 
@@ -317,7 +221,11 @@ class MTALayer(nn.Module):
           exactly at the stage-1 output for any init_bias, and a shared expert is not penalised for
           taking weight from o₀ (with "convex" any weight moved off o₀ first shrinks the trained
           stage-1 output, which drives g₀ → 1: see the README, "alter on BBC News: comparison").
-        Raises ValueError for M < 1, an unknown gate mode or combine, or when shared experts already exist.
+        task: how the gate sees the sample's task — "none" (spec), "bias", "embedding", "task_only"
+          (`GateNetwork`). Every mode starts at the same gate for every task, so with "residual"
+          the layer starts exactly at the stage-1 output in every mode.
+        Raises ValueError for M < 1, an unknown gate mode, combine or task mode, or when shared
+        experts already exist.
         """
         if num_shared < 1:
             raise ValueError(f"num_shared must be >= 1, got {num_shared}")
@@ -329,15 +237,16 @@ class MTALayer(nn.Module):
             raise ValueError("shared experts already added")
         dev = self.selector.device
         self.shared = BottleneckExperts(num_shared, self.d_model, rank or self.rank, activation or self.activation).to(dev)
-        self.gate_net = GateNetwork(num_shared + 1, self.d_model, hidden, init_bias).to(dev)
+        self.gate_net = GateNetwork(num_shared + 1, self.d_model, hidden, init_bias, self.num_tasks, task).to(dev)
         self.gate_mode = gate
         self.gate_combine = combine
+        self.gate_task = task
 
-    def _gate(self, paths: torch.Tensor) -> torch.Tensor:
-        """paths (N, ..., M+1, d) -> gate weights broadcastable to paths[..., :1]."""
+    def _gate(self, paths: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """paths (N, ..., M+1, d), task_ids (N,) -> gate weights broadcastable to paths[..., :1]."""
         assert self.gate_net is not None
         if self.gate_mode == "token":
-            return self.gate_net(paths)
+            return self.gate_net(paths, task_ids)
         key = id(self)
         routing = self._routing
         seq_dims = tuple(range(1, paths.dim() - 2))
@@ -345,7 +254,7 @@ class MTALayer(nn.Module):
             g = routing.pooled_gates[key]
             g = g.repeat_interleave(paths.shape[0] // g.shape[0], 0) if g.shape[0] != paths.shape[0] else g
         else:
-            g = self.gate_net(self._pool(paths, seq_dims) if seq_dims else paths)
+            g = self.gate_net(self._pool(paths, seq_dims) if seq_dims else paths, task_ids)
             if routing is not None:
                 routing.pooled_gates[key] = g
         return g.reshape(g.shape[0], *([1] * len(seq_dims)), g.shape[-1])
@@ -379,7 +288,7 @@ class MTALayer(nn.Module):
             return o0
         shared_out = self.shared.expert_outputs(x)  # o_j = S_j(x), (N, ..., M, d)
         paths = torch.cat([o0.unsqueeze(-2), shared_out.to(o0.dtype)], dim=-2)
-        g = self._gate(paths)
+        g = self._gate(paths, task_ids)
         self.last_gate = g.detach()
         g = g.unsqueeze(-1).to(paths.dtype)
         if self.gate_combine == "residual":  # y = o₀ + Σ_{j≥1} g_j o_j
@@ -400,6 +309,17 @@ class MTALayer(nn.Module):
 def mta_layers(model: nn.Module) -> list[MTALayer]:
     """All MTA layers of a model, in module order."""
     return [m for m in model.modules() if isinstance(m, MTALayer)]
+
+
+def alpha_per_task(model: nn.Module, task_names: list[str]) -> dict[str, list[float]]:
+    """Selector weights α_t = softmax(w_t/τ) ∈ R^E of every task, averaged over the MTA layers
+    (task name -> E floats, rounded to 1e-6); empty when the model has no MTA layers."""
+    layers = mta_layers(model)
+    if not layers:
+        return {}
+    with torch.no_grad():
+        a = torch.stack([layer.alpha().float().cpu() for layer in layers]).mean(0)
+    return {name: [round(float(v), 6) for v in row] for name, row in zip(task_names, a, strict=True)}
 
 
 @contextlib.contextmanager

@@ -21,7 +21,8 @@ from .inject import add_shared_experts
 from .mta import MTALayer
 from .train import ModelBundle
 
-STAGE2_MTA_FIELDS = ("num_shared_experts", "gate", "gate_hidden", "gate_init_bias", "gate_combine")
+STAGE2_MTA_FIELDS = ("num_shared_experts", "gate", "gate_hidden", "gate_init_bias", "gate_combine", "gate_task",
+                     "gate_learning_rate")
 
 
 def stage2_mta_config(stage1: MTAConfig, options: Stage2MTAConfig) -> MTAConfig:
@@ -80,7 +81,7 @@ class GateMonitor:
         layers = [(n, m) for n, m in model.named_modules() if isinstance(m, MTALayer) and m.gate_net is not None]
         if not layers:
             raise ValueError("the model has no gate networks (add shared experts first)")
-        self.num_paths = layers[0][1].gate_net.w2.out_features
+        self.num_paths = layers[0][1].gate_net.num_paths
         self._captured: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         self._handles = [layer.gate_net.register_forward_hook(self._hook(name, layer)) for name, layer in layers]
         self.reset()

@@ -42,9 +42,9 @@ from .checkpoint import (
 )
 from .config import MTAConfig
 from .data import Collator, Example, TaskBalancedSampler, TaskRegistry, encode_dataset
-from .inject import attach_mta, is_mta_param, set_trainable
+from .inject import attach_mta, is_mta_param, optimizer_param_groups, set_trainable
 from .models import BaseModelRef, load_base_model
-from .mta import mta_layers, task_context
+from .mta import alpha_per_task, mta_layers, task_context
 
 
 class TrainingError(ValueError):
@@ -226,7 +226,9 @@ def _prepare(run: _Run, loader: Any) -> None:
 
     tc, acc, model = run.cfg.train, run.accelerator, run.bundle.model
     run.params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(run.params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    groups = run.params if run.bundle.adapter is not None else optimizer_param_groups(
+        model, tc.learning_rate, run.bundle.mta_config)  # selector / gate at their own rates
+    optimizer = torch.optim.AdamW(groups, lr=tc.learning_rate, weight_decay=tc.weight_decay)
     run.scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=tc.warmup_steps,
                                   num_training_steps=tc.max_steps)
     model.train()
@@ -343,6 +345,8 @@ def _train_loop(run: _Run, stop: int, on_step: Callable[[dict[str, Any]], None] 
             window_loss.zero_()
             window_n = 0
         record["alpha"] = alpha_summary(raw, run.bundle.registry)
+        if do_log and (per_task := alpha_per_task(raw, run.bundle.registry.names)):
+            record["alpha_per_task"] = per_task
         record.update(gate_summary(raw))
         if on_step is not None and acc.is_main_process:
             on_step(record)

