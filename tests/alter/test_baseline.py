@@ -188,7 +188,7 @@ def test_shipped_compare_config_loads_for_both_methods():
 
 
 def test_shipped_compare_configs_chain_one_run_folder():
-    """data -> stage1 / lora -> stage2 (residual, convex) -> eval all point into runs/compare."""
+    """data -> stage1 / lora -> stage2 -> eval all point into runs/compare."""
     from alter_cli.cli import _eval_config, load_config
     from alter_cli.config import Stage2Config
 
@@ -200,9 +200,10 @@ def test_shipped_compare_configs_chain_one_run_folder():
     assert Path(s1.data.train).resolve() == Path(s2.data.train).resolve() == run / "data" / "train.jsonl"
     assert (alter_dir / s2.stage1).resolve() == run / "stage1"
     assert s2.mta.gate_combine == "residual" and s2.train.learning_rate == s1.train.learning_rate
-    assert Path(ev.checkpoint).resolve() == run / "stage2-residual"
+    assert s2.mta.gate_task == "bias" and s1.mta.expert == "hydra_lora"
+    assert Path(ev.checkpoint).resolve() == run / "stage2"
     assert [c if c == "zero-shot" else Path(c).resolve() for c in ev.compare] == [
-        run / "stage2-convex", run / "stage1", run / "lora", "zero-shot"]
+        run / "stage1", run / "lora", "zero-shot"]
     assert Path(ev.data.eval).resolve() == run / "data" / "test.jsonl" and ev.generation.label_match == "search"
 
 
