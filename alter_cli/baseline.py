@@ -149,7 +149,7 @@ def build_baseline(cfg: Any) -> tuple[ModelBundle, LoRAPlan]:
         }
         (folder / BASELINE_CONFIG).write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
 
-    def check_resumable(folder: Path) -> None:
+    def check_resumable(folder: Path) -> dict[str, Any]:
         meta = read_baseline_meta(folder)
         if meta.get("method") != "lora":
             raise CheckpointError(f"--resume: {str(folder)!r} is not a LoRA baseline checkpoint")
@@ -164,6 +164,7 @@ def build_baseline(cfg: Any) -> tuple[ModelBundle, LoRAPlan]:
             if saved.get(key) != now:
                 raise CheckpointError(f"--resume: {str(folder)!r} was trained with another LoRA setting: "
                                       f"{key} was {saved.get(key)!r}, now {now!r}")
+        return meta
 
     adapter = AdapterIO(is_param=is_lora_param, set_trainable=_lora_set_trainable, write=write,
                         load=_load_lora_weights, check_resumable=check_resumable)

@@ -7,7 +7,10 @@ trained (train.unfreeze_backbone), backbone_model.safetensors with the trained b
 (named by `backbone_weights` in the config). A LoRA baseline checkpoint (`alter train-baseline`) is
 PEFT's own adapter files plus alter_baseline.json, recognised by the latter (stage 0).
 
-Written by the main process into a temporary folder, then swapped into place (`swap_into`).
+A checkpoint_manifest.json (written last) names the step and the sha256 of every file. A save is one
+atomic step (`swap.py`): written into a hidden folder, committed by one rename, moved into place;
+`recover_checkpoint` finishes or undoes an interrupted save, `verify_checkpoint` checks that all
+files belong to one step.
 Reading never trusts a file blindly: format version, registry, base-model config hash, weight
 names and shapes are checked and every problem is a one-line CheckpointError.
 """
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from . import __version__, per_task
+from . import __version__, per_task, swap
 from .config import MTAConfig
 from .data import TaskRegistry
 from .inject import add_shared_experts, attach_mta, is_mta_param, mta_state_dict
@@ -42,6 +44,9 @@ BACKBONE_WEIGHTS = "backbone_model.safetensors"
 BASELINE_CONFIG = "alter_baseline.json"
 STATE_DIR = "state"
 LORA_MARK = "lora_"
+MANIFEST = swap.MANIFEST
+# Entries a checkpoint may hold at the top of its folder (a save retires those the new one lacks).
+KNOWN_ENTRIES = (ADAPTER_WEIGHTS, ADAPTER_CONFIG, BACKBONE_WEIGHTS, BASELINE_CONFIG, STATE_DIR, per_task.ADAPTERS_DIR)
 
 
 class CheckpointError(ValueError):
@@ -105,25 +110,20 @@ def write_adapter(directory: Path, model: Any, meta: dict[str, Any], backbone_na
     (directory / ADAPTER_CONFIG).write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
 
 
-def _umask() -> int:
+def file_mode() -> int:
+    """The mode a normal new file gets (0666 minus the umask). safetensors writes its files 0600
+    (through a temporary file); every file of a checkpoint gets this mode, so a shared checkpoint
+    can be read by others."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
-
-
-def honour_umask(directory: Path) -> None:
-    """safetensors writes its files 0600 (through a temporary file): give every file of a checkpoint
-    the mode a normal file gets (0666 minus the umask), so a shared checkpoint can be read by others."""
-    mode = 0o666 & ~_umask()
-    for f in directory.rglob("*"):
-        if f.is_file():
-            os.chmod(f, mode)
+    return 0o666 & ~mask
 
 
 @contextmanager
 def defer_sigint() -> Iterator[None]:
-    """Hold Ctrl-C / SIGINT back while the checkpoint folder is being swapped (a few renames), then
-    deliver it: an interruption there would leave state/ renamed away and nothing to --resume."""
+    """Hold Ctrl-C / SIGINT back while a checkpoint is being committed (hashes, renames), then
+    deliver it, so that an interrupted run leaves its newest checkpoint in place rather than one for
+    `--resume` to finish (`swap.recover` handles an interruption there too, e.g. a kill)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -137,21 +137,55 @@ def defer_sigint() -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)
 
 
-def swap_into(tmp: Path, out_dir: Path) -> None:
-    """Move a finished checkpoint from `tmp` into `out_dir` (files by os.replace, state/ by rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (tmp / STATE_DIR).exists():
-        old = out_dir / f".{STATE_DIR}-old"
-        if old.exists():
-            shutil.rmtree(old)
-        if (out_dir / STATE_DIR).exists():
-            os.rename(out_dir / STATE_DIR, old)
-        os.rename(tmp / STATE_DIR, out_dir / STATE_DIR)
-        shutil.rmtree(old, ignore_errors=True)
-    for f in sorted(tmp.iterdir()):
-        if f.is_file():
-            os.replace(f, out_dir / f.name)
-    shutil.rmtree(tmp, ignore_errors=True)
+def recover_checkpoint(out_dir: Path) -> str | None:
+    """Turn a run folder left by an interrupted save back into one whole checkpoint (the newest
+    committed one; see swap.py). Main process only. Returns what was done (one line) or None.
+    Raises CheckpointError for a damaged journal."""
+    try:
+        return swap.recover(Path(out_dir), KNOWN_ENTRIES)
+    except (swap.SwapError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {str(out_dir)!r}: cannot recover an interrupted save ({exc})") from None
+
+
+def save_checkpoint_files(out_dir: Path, step: int) -> None:
+    """Commit the checkpoint written into `swap.writing_dir(out_dir)` (main process): manifest, then
+    the atomic swap, with SIGINT deferred."""
+    with defer_sigint():
+        swap.commit(out_dir, step, file_mode(), KNOWN_ENTRIES)
+
+
+def verify_checkpoint(path: Path, with_state: bool = False) -> dict[str, Any] | None:
+    """Check that the checkpoint files of `path` all belong to the step its manifest names (sha256 of
+    each; state/ only with `with_state`). Returns the manifest (None for a checkpoint written before
+    manifests existed). Raises CheckpointError."""
+    try:
+        return swap.verify(path, skip=() if with_state else (STATE_DIR,))
+    except (swap.SwapError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {exc}") from None
+
+
+def state_step(out_dir: Path) -> int | None:
+    """The optimizer step stored in state/ (the loop position, custom_checkpoint_1.pkl), or None."""
+    try:
+        d = torch.load(out_dir / STATE_DIR / "custom_checkpoint_1.pkl", weights_only=True)
+        return int(d["step"])
+    except Exception:  # unreadable: reported by the resume's own checks
+        return None
+
+
+def check_same_step(out_dir: Path, meta_step: Any) -> None:
+    """Before `--resume`: all files of the checkpoint are of one save. With a manifest, every file's
+    hash; without one (older checkpoints), the step of the adapter config against that of state/."""
+    manifest = verify_checkpoint(out_dir, with_state=True)
+    if manifest is not None:
+        if meta_step != manifest["step"]:
+            raise CheckpointError(f"--resume: {str(out_dir)!r}: the adapter config is of step {meta_step!r}, "
+                                  f"the manifest of step {manifest['step']}")
+        return
+    st = state_step(out_dir)
+    if st is not None and st != meta_step:
+        raise CheckpointError(f"--resume: {str(out_dir)!r}: state/ is of step {st}, the adapter files of step "
+                              f"{meta_step!r} (an interrupted save of an older alter); not resuming from mixed files")
 
 
 def read_meta(path: Path, config_name: str = ADAPTER_CONFIG) -> dict[str, Any]:
@@ -160,6 +194,9 @@ def read_meta(path: Path, config_name: str = ADAPTER_CONFIG) -> dict[str, Any]:
     Raises CheckpointError."""
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r}: no such directory")
+    if swap.interrupted_save(path):
+        raise CheckpointError(f"checkpoint {str(path)!r}: a checkpoint save was interrupted while moving files into "
+                              "place (run the training command again with --resume to finish it)")
     for name in dict.fromkeys((config_name, ADAPTER_CONFIG, ADAPTER_WEIGHTS)):
         if not (path / name).is_file():
             raise CheckpointError(f"checkpoint {str(path)!r}: missing {name}")
@@ -257,6 +294,7 @@ def check_resumable(out_dir: Path, bundle: Any, stage: int, process_index: int =
         raise CheckpointError(f"--resume: {str(out_dir)!r} was trained on another base model "
                               f"({(meta.get('base_model') or {}).get('name')!r})")
     check_state_complete(out_dir, process_index)
+    check_same_step(out_dir, meta.get("step"))
 
 
 def check_state_complete(out_dir: Path, process_index: int = 0) -> None:
@@ -298,6 +336,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
     if is_baseline_checkpoint(path):
         return load_baseline_checkpoint(path, device)
     meta = read_meta(path)
+    verify_checkpoint(path)
     try:
         registry = TaskRegistry.from_dict(meta["registry"])
         mta_cfg = MTAConfig.model_validate(meta["mta_config"])
@@ -364,6 +403,7 @@ def load_baseline_checkpoint(path: str | Path, device: str = "cpu") -> LoadedChe
 
     path = Path(path)
     meta = read_baseline_meta(path)
+    verify_checkpoint(path)
     base = meta["base_model"]
     loaded = load_checkpoint_base(path, base)
     if meta.get("method") == per_task.METHOD:

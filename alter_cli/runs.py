@@ -64,6 +64,12 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool, state: Any) -> Non
     except OSError as exc:
         raise OutputFolderError(f"output folder {str(out)!r}: cannot write in {str(parent)!r} "
                                 f"({exc.strerror or exc.__class__.__name__})") from None
+    if resume and out.is_dir() and state.is_main_process:
+        from .checkpoint import recover_checkpoint
+
+        if (done := recover_checkpoint(out)) is not None:
+            typer.echo(f"alter: {done} in {str(out)!r}", err=True)
+    state.wait_for_everyone()
     if resume and not (out / "state").is_dir():
         raise OutputFolderError(f"--resume: {str(out)!r} holds no checkpoint state")
     if overwrite and not resume and exists and state.is_main_process:

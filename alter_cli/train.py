@@ -17,7 +17,6 @@ import contextlib
 import math
 import os
 import pickle
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,17 +25,18 @@ from typing import Any
 
 import torch
 
+from . import swap
 from .checkpoint import (
     ADAPTER_WEIGHTS,
     STATE_DIR,
     CheckpointError,
     check_resumable,
+    check_same_step,
     check_state_complete,
     checkpoint_meta,
-    defer_sigint,
-    honour_umask,
     load_mta_weights,
-    swap_into,
+    recover_checkpoint,
+    save_checkpoint_files,
     trained_backbone_names,
     write_adapter,
 )
@@ -60,15 +60,16 @@ class AdapterIO:
     set_trainable(model) -> int: freeze all but the adapter; the number of trainable parameters.
     write(folder, model, step): the checkpoint files (weights + configs) into a fresh folder.
     load(folder, model): adapter weights back into the model (resume).
-    check_resumable(folder): before `--resume`, raise CheckpointError when the checkpoint in folder
-    was trained with another base model, task registry or adapter configuration.
+    check_resumable(folder) -> dict: before `--resume`, raise CheckpointError when the checkpoint in
+    folder was trained with another base model, task registry or adapter configuration; returns its
+    metadata (with the step it was saved at).
     """
 
     is_param: Callable[[str], bool]
     set_trainable: Callable[[Any], int]
     write: Callable[[Path, Any, int], None]
     load: Callable[[Path, Any], None]
-    check_resumable: Callable[[Path], None]
+    check_resumable: Callable[[Path], dict[str, Any]]
 
 
 @dataclass
@@ -253,28 +254,30 @@ def _prepare(run: _Run, loader: Any) -> None:
 
 
 def _save(run: _Run, step: int) -> None:
-    """Write the checkpoint of `step`: accelerate state (all ranks) and adapter files (main process)
-    into a temporary sibling folder, then swapped into out_dir; no half-written folder is left."""
+    """Write the checkpoint of `step` as one atomic step (checkpoint.py, swap.py): accelerate state
+    (all ranks) and adapter files (main process) into a hidden folder of out_dir, then committed.
+    A failure before the commit leaves the previous checkpoint as it was."""
     acc, out_dir, adapter = run.accelerator, run.out_dir, run.bundle.adapter
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-save"
-    if acc.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if acc.is_main_process:
+        recover_checkpoint(out_dir)
+        swap.begin(out_dir)
     acc.wait_for_everyone()
+    folder = swap.writing_dir(out_dir)
+    committing = False
     try:
-        acc.save_state(str(tmp / STATE_DIR))
+        acc.save_state(str(folder / STATE_DIR))
         acc.wait_for_everyone()
         if acc.is_main_process:
             if adapter is not None:
-                adapter.write(tmp, run.raw, step)
+                adapter.write(folder, run.raw, step)
             else:
-                write_adapter(tmp, run.raw, checkpoint_meta(run.bundle, run.stage, step, run.cfg.data),
+                write_adapter(folder, run.raw, checkpoint_meta(run.bundle, run.stage, step, run.cfg.data),
                               run.backbone_names)
-            honour_umask(tmp)
-            with defer_sigint():
-                swap_into(tmp, out_dir)
-    except BaseException:  # interrupted or failed while writing: leave no half-written folder behind
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
+            committing = True
+            save_checkpoint_files(out_dir, step)
+    except BaseException:  # failed or interrupted before the commit: leave no half-written folder behind
+        if acc.is_main_process and not committing:
+            swap.discard(out_dir)
         raise
     acc.wait_for_everyone()
 
@@ -288,8 +291,9 @@ def _resume(run: _Run) -> None:
     if adapter is None:
         check_resumable(out_dir, run.bundle, run.stage, acc.process_index)
     else:
-        adapter.check_resumable(out_dir)
+        meta = adapter.check_resumable(out_dir)
         check_state_complete(out_dir, acc.process_index)
+        check_same_step(out_dir, (meta or {}).get("step"))
     try:
         acc.load_state(str(out_dir / STATE_DIR), strict=False)
     except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError) as exc:
@@ -387,9 +391,12 @@ def run_training(
         if stage != 1:
             raise TrainingError("stage 2 needs a setup_model that loads the stage-1 checkpoint")
         setup_model = build_stage1
+    accelerator = _make_accelerator(tc)
+    if resume and accelerator.is_main_process:
+        recover_checkpoint(out_dir)
+    accelerator.wait_for_everyone()
     if resume and not (out_dir / STATE_DIR).is_dir():
         raise TrainingError(f"--resume: no checkpoint state in {str(out_dir)!r}")
-    accelerator = _make_accelerator(tc)
     bundle = _set_up_model(cfg, stage, setup_model)
     run = _Run(cfg, stage, out_dir, accelerator, bundle)
     _prepare(run, _make_loader(cfg, bundle, train_examples, accelerator.num_processes))

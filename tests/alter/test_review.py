@@ -81,8 +81,11 @@ def test_resume_refuses_other_config_and_corrupt_state(tiny_llama_dir, synthetic
     assert "task registry" in attempt("tasks", AlterConfig.model_validate(d))
     assert "incomplete (missing optimizer.bin)" in attempt(
         "noopt", cfg, lambda o: (o / "state" / "optimizer.bin").unlink())
-    assert "corrupt accelerate state" in attempt(
+    assert "state/custom_checkpoint_0.pkl does not belong to step 1" in attempt(
         "badpkl", cfg, lambda o: (o / "state" / "custom_checkpoint_0.pkl").write_bytes(b"garbage"))
+    assert "corrupt accelerate state" in attempt(  # a checkpoint of before manifests: accelerate's own read fails
+        "badpkl-old", cfg, lambda o: ((o / "state" / "custom_checkpoint_0.pkl").write_bytes(b"garbage"),
+                                      (o / "checkpoint_manifest.json").unlink()))
     assert "not valid JSON" in attempt("badjson", cfg, lambda o: (o / "adapter_config.json").write_text("{"))
 
 

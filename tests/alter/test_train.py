@@ -92,11 +92,13 @@ def test_resumed_run_ends_with_same_weights_as_uninterrupted(tiny_llama_dir, syn
     part = run_training(cfg, 1, train_examples=ex, out_dir=tmp_path / "part", stop_after=3)
     assert part.steps == 3
     mid = load_file(str(tmp_path / "part" / ADAPTER_WEIGHTS))
-    # a checkpoint written before an MTA config field existed (gate_combine) still resumes
+    # a checkpoint written before an MTA config field existed (gate_combine), and before checkpoints
+    # had a manifest, still resumes
     meta_file = tmp_path / "part" / "adapter_config.json"
     meta = json.loads(meta_file.read_text())
     del meta["mta_config"]["gate_combine"]
     meta_file.write_text(json.dumps(meta))
+    (tmp_path / "part" / "checkpoint_manifest.json").unlink()
     res = run_training(cfg, 1, train_examples=ex, out_dir=tmp_path / "part", resume=True)
     assert res.steps == 6
     full, resumed = load_file(str(tmp_path / "full" / ADAPTER_WEIGHTS)), load_file(str(tmp_path / "part" / ADAPTER_WEIGHTS))
@@ -174,6 +176,7 @@ def test_corrupt_or_mismatched_checkpoints_raise_checkpoint_error(tiny_llama_dir
     cfg = _cfg(tiny_llama_dir, synthetic_jsonl, max_steps=1)
     out = tmp_path / "c"
     run_training(cfg, 1, train_examples=_examples(cfg), out_dir=out)
+    (out / "checkpoint_manifest.json").unlink()  # hand-edited files below: the manifest would name them first
     meta = json.loads((out / "adapter_config.json").read_text())
     (out / "adapter_config.json").write_text(json.dumps({**meta, "base_model": {**meta["base_model"], "config_hash": "x"}}))
     with pytest.raises(CheckpointError, match="config hash"):
