@@ -164,6 +164,18 @@ def verify_checkpoint(path: Path, with_state: bool = False) -> dict[str, Any] | 
         raise CheckpointError(f"checkpoint {str(path)!r}: {exc}") from None
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint in `path` (its manifest, else its adapter/baseline config), or None."""
+    for name, key in ((MANIFEST, "step"), (BASELINE_CONFIG, "step"), (ADAPTER_CONFIG, "step")):
+        try:
+            step = json.loads((Path(path) / name).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step
+    return None
+
+
 def state_step(out_dir: Path) -> int | None:
     """The optimizer step stored in state/ (the loop position, custom_checkpoint_1.pkl), or None."""
     try:

@@ -85,12 +85,66 @@ def silence_stdout() -> None:
     os.close(devnull)
 
 
+TRAIN_LOG = "train_log.jsonl"
+
+
+def read_log_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a train_log.jsonl; a last line cut by a kill (not valid JSON) is dropped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return []
+    records = []
+    for line in text.split("\n"):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            records.append(rec)
+    return records
+
+
+class TrainLog:
+    """train_log.jsonl, one JSON record per logged step, appended and flushed as training goes (so a
+    Ctrl-C, SIGTERM or kill keeps every step logged so far). `start(resume, step)` (main process):
+    a fresh run starts an empty log; a resumed one keeps the records up to the checkpoint's `step`
+    and drops those after it (they are trained again), rewritten by tmp + rename, never left empty."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file: Any = None
+        self._fresh = True
+
+    def start(self, resume: bool, step: int | None = None) -> None:
+        if not resume:
+            self._fresh = True
+            return
+        kept = [r for r in read_log_records(self.path) if step is None or r["step"] <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self._fresh = False
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w" if self._fresh else "a", encoding="utf-8")
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class StepReporter:
     """Progress: a rich bar (loss + per-task selector weights) on a TTY, a plain line per log step
-    otherwise; every logged step also goes to `train_log.jsonl` records (kept in memory)."""
+    otherwise; every logged step is also appended to `log` (train_log.jsonl) as it happens."""
 
-    def __init__(self, total: int, tty: bool):
-        self.records: list[dict[str, Any]] = []
+    def __init__(self, total: int, tty: bool, log: TrainLog | None = None):
+        self.log = log
         self.tty = tty
         self.progress = None
         if tty:
@@ -110,8 +164,8 @@ class StepReporter:
             f" {gate}" if gate else "")
 
     def __call__(self, rec: dict[str, Any]) -> None:
-        if rec.get("log"):
-            self.records.append({k: v for k, v in rec.items() if k not in ("log", "loss_micro")})
+        if rec.get("log") and self.log is not None:
+            self.log.append({k: v for k, v in rec.items() if k not in ("log", "loss_micro")})
         if self.progress is not None:
             self.progress.update(self.task, completed=rec["step"], info=self.describe(rec))
         elif rec.get("log"):
@@ -135,18 +189,11 @@ def provenance() -> dict[str, Any]:
             "transformers": transformers.__version__, "accelerate": accelerate.__version__}
 
 
-def write_run_files(out: Path, cfg: Any, records: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """resolved_config.yaml, provenance.json and train_log.jsonl next to the checkpoint (tmp + rename).
-    A resumed run keeps the earlier log records of the steps before it."""
-    log = out / "train_log.jsonl"
-    if log.is_file():  # a resumed run that had nothing left to do keeps the whole earlier log
-        first = records[0]["step"] if records else float("inf")
-        old = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
-        records = [r for r in old if r.get("step", 0) < first] + records
+def write_run_files(out: Path, cfg: Any, extra: dict[str, Any]) -> None:
+    """resolved_config.yaml and provenance.json next to the checkpoint (each tmp + rename)."""
     files = {
         "resolved_config.yaml": dump_config(cfg),
         "provenance.json": json.dumps({**provenance(), **extra}, sort_keys=True, indent=2) + "\n",
-        "train_log.jsonl": "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
     }
     for name, text in files.items():
         tmp = out / f".{name}.tmp"
@@ -183,7 +230,12 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
         if not examples:
             raise ConfigError(f"data.train {cfg.data.train!r}: no examples of task {only_task!r}")
     eval_examples = parse_jsonl(eval_text, cfg.data.eval, registry, cfg.data.fields) if eval_text else None
-    reporter = StepReporter(cfg.train.max_steps, sys.stdout.isatty() and state.is_main_process)
+    log = TrainLog(out / TRAIN_LOG)
+    if state.is_main_process:
+        from .checkpoint import checkpoint_step
+
+        log.start(resume, checkpoint_step(out) if resume else None)
+    reporter = StepReporter(cfg.train.max_steps, sys.stdout.isatty() and state.is_main_process, log)
     built: dict[str, Any] = {}
 
     def setup(c: Any) -> Any:
@@ -200,8 +252,9 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
                               setup_model=setup, on_step=on_step, extra_loss=extra_loss)
     finally:
         reporter.close()
+        log.close()
     if state.is_main_process:
-        write_run_files(out, cfg, reporter.records, {"stage": stage, **(extra_provenance or {})})
+        write_run_files(out, cfg, {"stage": stage, **(extra_provenance or {})})
         alpha = " ".join(f"{k}={v:.3f}" for k, v in result.alpha.items())
         typer.echo(f"{'lora baseline' if stage == 0 else f'stage {stage}'}: {result.steps} steps in {result.seconds:.1f} s on {result.num_processes} "
                    f"process(es), final loss "

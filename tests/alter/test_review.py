@@ -213,19 +213,26 @@ def test_data_file_with_byte_order_mark(tmp_path):
 
 def test_resuming_a_finished_run_keeps_its_log(tmp_path):
     """write_run_files used to replace train_log.jsonl by an empty file when a resumed run had no
-    step left (records == [])."""
+    step left (records == []); the log is now appended as training goes (TrainLog)."""
     import json
 
-    from alter_cli.runs import write_run_files
-    from alter_cli.sources.synthetic import task_configs
+    from alter_cli.runs import TrainLog
 
-    cfg = AlterConfig.model_validate({"tasks": task_configs()})
+    path = tmp_path / "train_log.jsonl"
     old = [{"step": 4, "loss": 2.0}, {"step": 8, "loss": 1.5}]
-    write_run_files(tmp_path, cfg, old, {"stage": 1})
-    write_run_files(tmp_path, cfg, [], {"stage": 1})
-    assert [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()] == old
-    write_run_files(tmp_path, cfg, [{"step": 8, "loss": 1.25}, {"step": 12, "loss": 1.0}], {"stage": 1})
-    steps = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    log = TrainLog(path)
+    log.start(resume=False)
+    for r in old:
+        log.append(r)
+    log.close()
+    TrainLog(path).start(resume=True, step=8)  # a resumed run with no step left to train
+    assert [json.loads(x) for x in path.read_text().splitlines()] == old
+    log = TrainLog(path)
+    log.start(resume=True, step=4)  # resumed from the checkpoint of step 4: step 8 is trained again
+    for r in ({"step": 8, "loss": 1.25}, {"step": 12, "loss": 1.0}):
+        log.append(r)
+    log.close()
+    steps = [json.loads(x) for x in path.read_text().splitlines()]
     assert steps == [old[0], {"step": 8, "loss": 1.25}, {"step": 12, "loss": 1.0}]
 
 
