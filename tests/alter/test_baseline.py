@@ -165,6 +165,11 @@ def test_baseline_errors_are_one_line(lora_run, tmp_path):
     res = runner.invoke(app, ["eval", "--checkpoint", str(bad), "--data", str(lora_run["eval"]),
                               "--out", str(tmp_path / "e")])
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
+    assert "adapter_model.safetensors does not belong to step" in res.stderr  # named by the manifest
+    (bad / "checkpoint_manifest.json").unlink()  # the loader's own check (a checkpoint of before manifests)
+    res = runner.invoke(app, ["eval", "--checkpoint", str(bad), "--data", str(lora_run["eval"]),
+                              "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.output
     assert "cannot load the PEFT adapter" in res.stderr
     (bad / "alter_baseline.json").write_text("{")
     res = runner.invoke(app, ["eval", "--checkpoint", str(bad), "--data", str(lora_run["eval"]),

@@ -135,6 +135,9 @@ def test_corrupt_or_mismatched_checkpoints_exit_2(runs, tiny_t5_dir, tmp_path):
     meta = json.loads((other / "adapter_config.json").read_text())
     meta["base_model"]["name"] = str(tiny_t5_dir)
     (other / "adapter_config.json").write_text(json.dumps(meta))
+    _one_line_error(runner.invoke(app, ["eval", "-c", str(other), "--data", data, "--out", out]),
+                    "adapter_config.json does not belong to step")  # the manifest names the edit first
+    (other / "checkpoint_manifest.json").unlink()  # as a checkpoint of before manifests
     _one_line_error(runner.invoke(app, ["eval", "-c", str(other), "--data", data, "--out", out]), "config hash")
     # other task registry: data of tasks the checkpoint does not know, or a config declaring other tasks
     foreign = tmp_path / "foreign.jsonl"
@@ -149,6 +152,7 @@ def test_corrupt_or_mismatched_checkpoints_exit_2(runs, tiny_t5_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(runs["s2"], bad, ignore=shutil.ignore_patterns("state", "eval"))
     (bad / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    (bad / "checkpoint_manifest.json").unlink()  # the loader's own checks (a checkpoint of before manifests)
     _one_line_error(runner.invoke(app, ["eval", "-c", str(bad), "--data", data, "--out", out]), "safetensors")
     _one_line_error(runner.invoke(app, ["predict", str(bad), "--task", "copy"], input="abc\n"), "safetensors")
     (bad / "adapter_config.json").write_text("{oops")
