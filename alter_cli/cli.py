@@ -15,7 +15,8 @@ import typer
 from . import __version__, runs
 from .config import AlterConfig, ConfigError, parse_set, relative_to, resolve_config
 from .data import DataError, UnknownTaskError
-from .runs import InputFileError, OutputFolderError, read_user_text
+from .outdir import OutputFolderError
+from .runs import InputFileError, read_user_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ALTER: Mixture-of-Task-Adapters on small LMs.")
 
@@ -80,16 +81,17 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
-def interrupted(out: Path) -> None:
-    """Ctrl-C / SIGINT during training: one line naming the checkpoint to --resume from, exit 130."""
-    try:
-        step = json.loads((out / "adapter_config.json").read_text()).get("step")
-    except (OSError, ValueError):
-        step = None
+def interrupted(out: Path, exc: BaseException | None = None) -> None:
+    """Ctrl-C / SIGINT or SIGTERM during training: one line naming the checkpoint to --resume from;
+    exit 130 (SIGINT) or 143 (SIGTERM), the shell's 128 + signal number."""
+    from .checkpoint import checkpoint_step
+
+    step = checkpoint_step(out)
+    signum = getattr(exc, "signum", 2)
     where = (f"last checkpoint: step {step} in {str(out)!r} (continue with --resume)" if step is not None
              else "no checkpoint was written yet")
-    typer.echo(f"alter: interrupted; {where}", err=True)
-    raise typer.Exit(130)
+    typer.echo(f"alter: {'interrupted' if signum == 2 else 'stopped by SIGTERM'}; {where}", err=True)
+    raise typer.Exit(128 + signum)
 
 
 @app.command("train-stage1")
@@ -110,8 +112,8 @@ def train_stage1(
         runs.run_stage(cfg, 1, out, resume, overwrite)
     except user_errors() as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        interrupted(out)
+    except KeyboardInterrupt as exc:
+        interrupted(out, exc)
 
 
 @app.command("train-baseline")
@@ -151,6 +153,8 @@ def train_baseline(
             runs.run_stage(cfg, 0, out, resume, overwrite, setup_model=setup, extra_provenance={"method": "lora"})
     except user_errors() as exc:
         fail(str(exc))
+    except KeyboardInterrupt as exc:
+        interrupted(out, exc)
 
 
 @app.command("train-stage2")
@@ -186,8 +190,8 @@ def train_stage2(
             wiring.close()
     except user_errors() as exc:
         fail(str(exc))
-    except KeyboardInterrupt:
-        interrupted(out)
+    except KeyboardInterrupt as exc:
+        interrupted(out, exc)
 
 
 def _eval_config(config: Path | None, set_: list[str], flags: dict[str, Any]) -> Any:

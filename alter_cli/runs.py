@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,14 +21,20 @@ import typer
 
 from . import __version__
 from .config import ConfigError, dump_config
+from .outdir import (
+    OutLock,
+    OutputFolderError,
+    check_replaceable,
+    clear_folder,
+    is_empty_dir,
+    output_kind,
+    remove_if_unused,
+    write_marker,
+)
 
 
 class InputFileError(ValueError):
     """A user file (config, data) that is missing or unreadable."""
-
-
-class OutputFolderError(ValueError):
-    """An --out folder that may not be written, replaced or resumed."""
 
 
 def read_user_text(path: Path, what: str) -> str:
@@ -45,18 +50,23 @@ def read_user_text(path: Path, what: str) -> str:
         raise InputFileError(f"{what} {str(path)!r}: cannot read ({exc.__class__.__name__})") from None
 
 
-RUN_MARKERS = ("adapter_config.json", "state", "resolved_config.yaml")
+def prepare_out_dir(out: Path, resume: bool, overwrite: bool, state: Any) -> OutLock | None:
+    """Check and take the output folder of a training run; returns the lock the main process holds
+    (None on other ranks) for the caller to release at the end.
 
-
-def prepare_out_dir(out: Path, resume: bool, overwrite: bool, state: Any) -> None:
-    """Refuse an existing output folder unless --resume / --overwrite (removed by the main process).
-    --overwrite only removes a folder that holds an earlier run (never e.g. `--out .` or a home folder);
-    a folder that cannot be created is refused here, before any training."""
-    exists = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    A non-empty `out` is refused unless --resume (then an interrupted save is recovered) or
+    --overwrite (then its contents are removed; only an earlier alter training run, see
+    outdir.check_replaceable). A folder that cannot be created, or one another run holds (the lock),
+    is refused here, before any training. Raises OutputFolderError."""
+    exists = (out.exists() or out.is_symlink()) and not is_empty_dir(out)
     if exists and not (resume or overwrite):
         raise OutputFolderError(f"output folder {str(out)!r} exists (use --overwrite to replace it or --resume to continue)")
-    if exists and overwrite and not resume and (not out.is_dir() or not any((out / m).exists() for m in RUN_MARKERS)):
-        raise OutputFolderError(f"--overwrite: {str(out)!r} does not hold an alter run (no {RUN_MARKERS[0]}); not deleting it")
+    if exists and overwrite and not resume:
+        check_replaceable(out, "train")
+    if resume and exists and (out.is_symlink() or not out.is_dir()):
+        raise OutputFolderError(f"--resume: {str(out)!r} is not a folder")
+    if resume and not (output_kind(out) == "train" or any((out / n).is_dir() for n in (".checkpoint-new", ".state-old"))):
+        raise OutputFolderError(f"--resume: {str(out)!r} holds no checkpoint state")
     parent = out.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -64,17 +74,42 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool, state: Any) -> Non
     except OSError as exc:
         raise OutputFolderError(f"output folder {str(out)!r}: cannot write in {str(parent)!r} "
                                 f"({exc.strerror or exc.__class__.__name__})") from None
-    if resume and out.is_dir() and state.is_main_process:
-        from .checkpoint import recover_checkpoint
+    lock, error = None, None
+    if state.is_main_process:
+        try:
+            lock = OutLock(out).acquire()
+            if resume:
+                from .checkpoint import recover_checkpoint
 
-        if (done := recover_checkpoint(out)) is not None:
-            typer.echo(f"alter: {done} in {str(out)!r}", err=True)
-    state.wait_for_everyone()
+                if (done := recover_checkpoint(out)) is not None:
+                    typer.echo(f"alter: {done} in {str(out)!r}", err=True)
+            elif overwrite and exists:
+                clear_folder(out)
+            write_marker(out, "train")  # (a resumed run of before markers gets one too)
+        except (OutputFolderError, ValueError, OSError) as exc:
+            if lock is not None:
+                lock.release()
+            error = str(exc) if isinstance(exc, ValueError) else f"output folder {str(out)!r}: {exc}"
+    error = _agree(state, error)
+    if error is not None:
+        raise OutputFolderError(error)
     if resume and not (out / "state").is_dir():
+        if lock is not None:
+            lock.release()
         raise OutputFolderError(f"--resume: {str(out)!r} holds no checkpoint state")
-    if overwrite and not resume and exists and state.is_main_process:
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    return lock
+
+
+def _agree(state: Any, value: Any) -> Any:
+    """The main process's `value` on every rank (a barrier when single-process)."""
+    if getattr(state, "num_processes", 1) > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [value]
+        broadcast_object_list(box, from_process=0)
+        return box[0]
     state.wait_for_everyone()
+    return value
 
 
 def silence_stdout() -> None:
@@ -223,56 +258,61 @@ def run_stage(cfg: Any, stage: int, out: Path, resume: bool, overwrite: bool, se
     text = read_user_text(Path(cfg.data.train), "data.train")
     eval_text = read_user_text(Path(cfg.data.eval), "data.eval") if cfg.data.eval else None
     state = PartialState(cpu=launched_on_cpu())
-    prepare_out_dir(out, resume, overwrite, state)
-    examples = parse_jsonl(text, cfg.data.train, registry, cfg.data.fields)
-    if only_task is not None:
-        examples = [ex for ex in examples if ex.task == only_task]
-        if not examples:
-            raise ConfigError(f"data.train {cfg.data.train!r}: no examples of task {only_task!r}")
-    eval_examples = parse_jsonl(eval_text, cfg.data.eval, registry, cfg.data.fields) if eval_text else None
-    log = TrainLog(out / TRAIN_LOG)
-    if state.is_main_process:
-        from .checkpoint import checkpoint_step
-
-        log.start(resume, checkpoint_step(out) if resume else None)
-    reporter = StepReporter(cfg.train.max_steps, sys.stdout.isatty() and state.is_main_process, log)
-    built: dict[str, Any] = {}
-
-    def setup(c: Any) -> Any:
-        built["bundle"] = (setup_model or build_stage1)(c)
-        return built["bundle"]
-
-    def on_step(rec: dict[str, Any]) -> None:
-        if on_record is not None:
-            on_record(rec)
-        reporter(rec)
-
+    lock = prepare_out_dir(out, resume, overwrite, state)
     try:
-        result = run_training(cfg, stage, train_examples=examples, out_dir=out, resume=resume,
-                              setup_model=setup, on_step=on_step, extra_loss=extra_loss)
-    finally:
-        reporter.close()
-        log.close()
-    if state.is_main_process:
-        write_run_files(out, cfg, {"stage": stage, **(extra_provenance or {})})
-        alpha = " ".join(f"{k}={v:.3f}" for k, v in result.alpha.items())
-        typer.echo(f"{'lora baseline' if stage == 0 else f'stage {stage}'}: {result.steps} steps in {result.seconds:.1f} s on {result.num_processes} "
-                   f"process(es), final loss "
-                   f"{result.final_loss if result.final_loss is None else round(result.final_loss, 4)}; "
-                   + (f"alpha_own [{alpha}]; " if alpha else "") + f"checkpoint {out}")
-    if eval_examples is not None:
-        bundle = built["bundle"]
-        bundle.model.eval()
-        label = out.name or "checkpoint"
-        results = {label: evaluate_source(bundle.model, bundle.tokenizer, bundle.registry, eval_examples,
-                                          bundle.is_seq2seq, cfg.data.prompt_format, cfg.data.max_length,
-                                          cfg.generation, label)}
+        examples = parse_jsonl(text, cfg.data.train, registry, cfg.data.fields)
+        if only_task is not None:
+            examples = [ex for ex in examples if ex.task == only_task]
+            if not examples:
+                raise ConfigError(f"data.train {cfg.data.train!r}: no examples of task {only_task!r}")
+        eval_examples = parse_jsonl(eval_text, cfg.data.eval, registry, cfg.data.fields) if eval_text else None
+        log = TrainLog(out / TRAIN_LOG)
         if state.is_main_process:
-            from .output import eval_files, write_folder
+            from .checkpoint import checkpoint_step
 
-            meta = {"checkpoint": str(out), "stage": stage, "data": cfg.data.eval}
-            write_folder(out / "eval", eval_files(results, {label: meta}), overwrite=True)
-            typer.echo(f"eval: macro average {results[label].report.macro_average:.4f} ({out / 'eval'})")
+            log.start(resume, checkpoint_step(out) if resume else None)
+        reporter = StepReporter(cfg.train.max_steps, sys.stdout.isatty() and state.is_main_process, log)
+        built: dict[str, Any] = {}
+
+        def setup(c: Any) -> Any:
+            built["bundle"] = (setup_model or build_stage1)(c)
+            return built["bundle"]
+
+        def on_step(rec: dict[str, Any]) -> None:
+            if on_record is not None:
+                on_record(rec)
+            reporter(rec)
+
+        try:
+            result = run_training(cfg, stage, train_examples=examples, out_dir=out, resume=resume,
+                                  setup_model=setup, on_step=on_step, extra_loss=extra_loss)
+        finally:
+            reporter.close()
+            log.close()
+        if state.is_main_process:
+            write_run_files(out, cfg, {"stage": stage, **(extra_provenance or {})})
+            alpha = " ".join(f"{k}={v:.3f}" for k, v in result.alpha.items())
+            typer.echo(f"{'lora baseline' if stage == 0 else f'stage {stage}'}: {result.steps} steps in {result.seconds:.1f} s on {result.num_processes} "
+                       f"process(es), final loss "
+                       f"{result.final_loss if result.final_loss is None else round(result.final_loss, 4)}; "
+                       + (f"alpha_own [{alpha}]; " if alpha else "") + f"checkpoint {out}")
+        if eval_examples is not None:
+            bundle = built["bundle"]
+            bundle.model.eval()
+            label = out.name or "checkpoint"
+            results = {label: evaluate_source(bundle.model, bundle.tokenizer, bundle.registry, eval_examples,
+                                              bundle.is_seq2seq, cfg.data.prompt_format, cfg.data.max_length,
+                                              cfg.generation, label)}
+            if state.is_main_process:
+                from .output import eval_files, write_folder
+
+                meta = {"checkpoint": str(out), "stage": stage, "data": cfg.data.eval}
+                write_folder(out / "eval", eval_files(results, {label: meta}), overwrite=True)
+                typer.echo(f"eval: macro average {results[label].report.macro_average:.4f} ({out / 'eval'})")
+    finally:
+        if lock is not None:
+            remove_if_unused(out)  # a run that failed before writing anything leaves no folder
+            lock.release()
 
 
 def train_per_task(cfg: Any, out: Path, resume: bool, overwrite: bool, setup: Any) -> None:
@@ -287,28 +327,35 @@ def train_per_task(cfg: Any, out: Path, resume: bool, overwrite: bool, setup: An
 
     registry = TaskRegistry.from_config(cfg.tasks)
     state = PartialState(cpu=launched_on_cpu())
+    lock = None
     if not resume:
-        prepare_out_dir(out, False, overwrite, state)
+        lock = prepare_out_dir(out, False, overwrite, state)
     elif not (out / "resolved_config.yaml").is_file():
         raise OutputFolderError(f"--resume: {str(out)!r} holds no per-task LoRA run")
-    if cfg.data.eval:
-        typer.echo(f"per-task LoRA: data.eval is not scored during training; use alter eval --checkpoint {out}")
-    sub_cfg = cfg.model_copy(deep=True)
-    sub_cfg.data.eval = None
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "resolved_config.yaml").write_text(dump_config(cfg))
-    for task in registry.names:
-        sub = out / ADAPTERS_DIR / adapter_name(task)
-        typer.echo(f"per-task LoRA: task {task} -> {sub}")
-        run_stage(sub_cfg, 0, sub, resume and (sub / "state").is_dir(), False, setup_model=setup,
-                  extra_provenance={"method": "lora_per_task", "task": task}, only_task=task)
-    if state.is_main_process:
-        meta = write_per_task_meta(out, registry)
-        typer.echo(f"per-task LoRA: {len(registry.names)} adapters x {meta['lora_parameters_per_adapter']:,} = "
-                   f"{meta['lora_parameters']:,} trainable parameters "
-                   f"({meta['lora_parameters'] / meta['mta_parameters']:.1f}x MTA stage 1's "
-                   f"{meta['mta_parameters']:,}); checkpoint {out}")
+    elif state.is_main_process:
+        lock = OutLock(out).acquire()  # the whole per-task run, while each task's run locks its own folder
+    try:
+        if cfg.data.eval:
+            typer.echo(f"per-task LoRA: data.eval is not scored during training; use alter eval --checkpoint {out}")
+        sub_cfg = cfg.model_copy(deep=True)
+        sub_cfg.data.eval = None
+        if state.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "resolved_config.yaml").write_text(dump_config(cfg))
+        for task in registry.names:
+            sub = out / ADAPTERS_DIR / adapter_name(task)
+            typer.echo(f"per-task LoRA: task {task} -> {sub}")
+            run_stage(sub_cfg, 0, sub, resume and (sub / "state").is_dir(), False, setup_model=setup,
+                      extra_provenance={"method": "lora_per_task", "task": task}, only_task=task)
+        if state.is_main_process:
+            meta = write_per_task_meta(out, registry)
+            typer.echo(f"per-task LoRA: {len(registry.names)} adapters x {meta['lora_parameters_per_adapter']:,} = "
+                       f"{meta['lora_parameters']:,} trainable parameters "
+                       f"({meta['lora_parameters'] / meta['mta_parameters']:.1f}x MTA stage 1's "
+                       f"{meta['mta_parameters']:,}); checkpoint {out}")
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def eval_accelerator() -> Any:

@@ -51,6 +51,69 @@ class TrainingError(ValueError):
     """A training set-up a user can fix (e.g. fp16 with T5, nothing to resume from)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM (cron, batch schedulers) stopped the loop at the end of an optimizer
+    step, after the checkpoint of that step was written. signum: the signal; step: the checkpoint's step."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by signal {signum} after step {step}")
+        self.signum, self.step = signum, step
+
+
+class _StopSignals:
+    """While the loop runs (main thread): the first SIGINT/SIGTERM asks for a stop at the end of the
+    current optimizer step (checkpoint, then TrainingInterrupted); a second one, or a signal after the
+    launcher died, interrupts at once (KeyboardInterrupt). Under a launcher (`accelerate launch`,
+    torchrun: LOCAL_RANK set) the worker asks the kernel for SIGTERM when its parent dies (Linux
+    PR_SET_PDEATHSIG) and also checks its parent at every step, so no worker outlives the launcher."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.launcher = os.getppid() if "LOCAL_RANK" in os.environ else None
+        self._previous: dict[int, Any] = {}
+
+    def launcher_gone(self) -> bool:
+        return self.launcher is not None and os.getppid() != self.launcher
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None or self.launcher_gone():
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopSignals:
+        import signal
+        import threading
+
+        if self.launcher is not None:
+            _die_with_parent()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        import signal
+
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+
+def _die_with_parent() -> None:
+    """Linux: deliver SIGTERM to this process when its parent (the launcher) dies. No-op elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class AdapterIO:
     """How the loop freezes, saves and restores an adapter that is not MTA (the PEFT LoRA baseline,
@@ -307,9 +370,11 @@ def _resume(run: _Run) -> None:
 
 
 def _train_loop(run: _Run, stop: int, on_step: Callable[[dict[str, Any]], None] | None,
-                extra_loss: Callable[[dict[str, Any]], torch.Tensor | None] | None) -> float | None:
+                extra_loss: Callable[[dict[str, Any]], torch.Tensor | None] | None,
+                signals: _StopSignals | None = None) -> float | None:
     """Optimizer steps from the resumed position up to `stop`, a checkpoint every save_every steps
-    (not at `stop`: the caller writes the last one); the mean loss of the last log window."""
+    (not at `stop`: the caller writes the last one); the mean loss of the last log window.
+    With `signals`, a SIGINT/SIGTERM stops after the current step: checkpoint, TrainingInterrupted."""
     tc, acc, model, raw, progress = run.cfg.train, run.accelerator, run.model, run.raw, run.progress
     route = task_context if mta_layers(raw) else (lambda _m, _t: contextlib.nullcontext())
     batches = acc.skip_first_batches(run.loader, progress.micro_batches) if progress.micro_batches else run.loader
@@ -354,9 +419,27 @@ def _train_loop(run: _Run, stop: int, on_step: Callable[[dict[str, Any]], None] 
         record.update(gate_summary(raw))
         if on_step is not None and acc.is_main_process:
             on_step(record)
-        if tc.save_every and progress.step % tc.save_every == 0 and progress.step < stop:
+        saved = bool(tc.save_every and progress.step % tc.save_every == 0 and progress.step < stop)
+        if saved:
             _save(run, progress.step)
+        if signals is not None and progress.step < stop and (signum := _agreed_stop(acc, signals)):
+            if not saved:
+                _save(run, progress.step)
+            raise TrainingInterrupted(signum, progress.step)
     return last_loss
+
+
+def _agreed_stop(acc: Any, signals: _StopSignals) -> int:
+    """The stop signal number if any rank was asked to stop (0 if none); every rank agrees, so all
+    of them write the same checkpoint. Leaves at once (KeyboardInterrupt) when the launcher died."""
+    if signals.launcher_gone():
+        raise KeyboardInterrupt
+    if acc.num_processes == 1:
+        return signals.signum or 0
+    asked = acc.reduce(torch.tensor([1 if signals.signum else 0], device=acc.device), reduction="sum")
+    if int(asked.item()) == 0:
+        return 0
+    return signals.signum or 15  # a rank the signal did not reach stops as for SIGTERM
 
 
 def run_training(
@@ -383,6 +466,7 @@ def run_training(
     stop_after: stop (with a checkpoint) after this many optimizer steps (time-limited jobs, tests).
     extra_loss(batch): called after each micro-batch forward (inside the task context); a returned
     tensor is added to the loss (stage 2: the gate regulariser, see `stage2.GateMonitor`).
+    SIGINT / SIGTERM during the loop: checkpoint at the end of the step, then TrainingInterrupted.
     Raises TrainingError / CheckpointError / ModelLoadError / data errors with one-line messages.
     """
     tc = cfg.train
@@ -403,8 +487,9 @@ def run_training(
     if resume:
         _resume(run)
     t0 = time.perf_counter()
-    last_loss = _train_loop(run, tc.max_steps if stop_after is None else min(tc.max_steps, stop_after),
-                            on_step, extra_loss)
+    with _StopSignals() as signals:
+        last_loss = _train_loop(run, tc.max_steps if stop_after is None else min(tc.max_steps, stop_after),
+                                on_step, extra_loss, signals)
     _save(run, run.progress.step)
     return TrainResult(run.progress.step, last_loss, out_dir, alpha_summary(run.raw, bundle.registry),
                        time.perf_counter() - t0, accelerator.num_processes)

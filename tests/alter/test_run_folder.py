@@ -4,16 +4,24 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from alter_cli import runs
 from alter_cli.cli import app
 
-from .conftest import stage1_dict
+from .conftest import one_line_error, stage1_dict
 
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -58,3 +66,101 @@ def test_train_log_is_written_as_training_goes_and_cut_back_on_resume(tiny_llama
     res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(out), "--resume"])  # nothing left to do
     assert res.exit_code == 0, res.output
     assert _steps(out) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_in_one_line(tiny_llama_dir, synthetic_jsonl, tmp_path):
+    """Two --resume runs on one folder used to race (one died with a traceback)."""
+    from alter_cli.outdir import OutLock
+
+    cfg = _config(tmp_path, tiny_llama_dir, synthetic_jsonl, max_steps=2)
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train-stage1", str(cfg), "--out", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    held = OutLock(out).acquire()  # what the other run holds while it trains
+    try:
+        for flags in (["--resume"], ["--overwrite"]):
+            res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(out), *flags, "--max-steps", "3"])
+            one_line_error(res, "is in use by another alter run", f"pid {os.getpid()}")
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing touched
+    finally:
+        held.release()
+    res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(out), "--resume", "--max-steps", "3"])
+    assert res.exit_code == 0, res.output
+
+
+def test_sigterm_stops_like_ctrl_c_with_a_checkpoint_of_the_current_step(tiny_llama_dir, synthetic_jsonl, tmp_path,
+                                                                        monkeypatch):
+    cfg = _config(tmp_path, tiny_llama_dir, synthetic_jsonl, max_steps=6, log_every=1, save_every=0)
+    out = tmp_path / "run"
+    real_call = runs.StepReporter.__call__
+
+    def term_at_3(self, rec):
+        real_call(self, rec)
+        if rec["step"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a batch scheduler sends
+
+    with monkeypatch.context() as mp:
+        mp.setattr(runs.StepReporter, "__call__", term_at_3)
+        res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(out)])
+    assert res.exit_code == 143, res.output
+    assert res.stderr.strip() == f"alter: stopped by SIGTERM; last checkpoint: step 3 in {str(out)!r} (continue with --resume)"
+    assert json.loads((out / "checkpoint_manifest.json").read_text())["step"] == 3  # written before stopping
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
+    res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert _steps(out) == [1, 2, 3, 4, 5, 6]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_exit_when_the_launcher_is_killed(tiny_llama_dir, synthetic_jsonl, tmp_path):
+    """After SIGKILL of `accelerate launch` both workers used to keep running to the end."""
+    cfg = _config(tmp_path, tiny_llama_dir, synthetic_jsonl, max_steps=100000, log_every=1, save_every=0)
+    out = tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           "-m", "alter_cli", "train-stage1", str(cfg), "--out", str(out)]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not ((out / "train_log.jsonl").is_file() and _steps(out)):
+            assert launcher.poll() is None, "the launcher ended early"
+            time.sleep(0.5)
+        assert _steps(out), "training did not start"
+        workers = _children(launcher.pid)
+        assert len(workers) == 2, workers
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.5)
+        assert not any(_alive(w) for w in workers), "workers outlived their launcher"
+    finally:
+        launcher.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
