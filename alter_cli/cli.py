@@ -15,7 +15,7 @@ import typer
 from . import __version__, runs
 from .config import AlterConfig, ConfigError, parse_set, relative_to, resolve_config
 from .data import DataError, UnknownTaskError
-from .outdir import OutputFolderError
+from .outdir import OutputFolderError, check_replaceable
 from .runs import InputFileError, read_user_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ALTER: Mixture-of-Task-Adapters on small LMs.")
@@ -265,6 +265,8 @@ def eval_(
         state = PartialState(cpu=launched_on_cpu())
         if out.exists() and not overwrite:
             fail(f"output folder {str(out)!r} exists (use --overwrite to replace it)")
+        if overwrite:
+            check_replaceable(out, "eval")
         text = read_text(Path(cfg.data.eval), "data.eval")
         quiet_libraries()
         runs.run_eval(cfg, sources, text, out, overwrite, state)
@@ -345,9 +347,11 @@ def data_bbc(
         cfg = resolve_config(text, str(config) if config is not None else "alter data bbc", overrides, BBCConfig)
         if out.exists() and not overwrite:
             fail(f"output folder {str(out)!r} exists (use --overwrite to replace it)")
+        if overwrite:
+            check_replaceable(out, "data")
         dataset = build_from_installed(cfg, corpus)
         write_dataset(dataset, out, overwrite=overwrite)
-    except (ConfigError, BBCSourceError, OSError) as exc:
+    except (ConfigError, BBCSourceError, OSError, OutputFolderError) as exc:
         fail(str(exc))
     m = dataset.manifest
     typer.echo(f"BBC News: {m['n_files']} files, {m['n_articles']} articles after removing "

@@ -22,11 +22,13 @@ import typer
 from . import __version__
 from .config import ConfigError, dump_config
 from .outdir import (
+    MARKER,
     OutLock,
     OutputFolderError,
     check_replaceable,
     clear_folder,
     is_empty_dir,
+    marker_text,
     output_kind,
     remove_if_unused,
     write_marker,
@@ -498,6 +500,7 @@ def run_eval(cfg: Any, sources: list[str], text: str, out: Path, overwrite: bool
         gc.collect()
     if state.is_main_process:
         files = eval_files(results, metas)
+        files[MARKER] = marker_text("eval")
         files["resolved_config.yaml"] = dump_config(cfg)
         files["provenance.json"] = json.dumps(provenance() | {"sources": sources}, sort_keys=True, indent=2) + "\n"
         write_folder(out, files, overwrite=overwrite)

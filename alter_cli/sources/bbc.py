@@ -44,6 +44,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..outdir import MARKER, marker_text
+
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 TASK_NAMES: tuple[str, ...] = ("topic", "headline", "match")
 TASK_KINDS: dict[str, str] = {"topic": "classify", "headline": "generate", "match": "nli"}
@@ -208,6 +210,7 @@ def write_dataset(dataset: BBCDataset, out_dir: str | os.PathLike, overwrite: bo
         manifest = dict(dataset.manifest, sha256=sha)
         (tmp / "tasks.json").write_text(json.dumps(dataset.registry, indent=2, sort_keys=True) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / MARKER).write_text(marker_text("data"))  # an alter output (--overwrite may replace it)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)

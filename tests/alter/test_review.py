@@ -177,8 +177,7 @@ def test_overwrite_keeps_folders_that_are_not_runs_and_unwritable_out_is_refused
     runner = CliRunner()
     res = runner.invoke(app, ["train-stage1", str(cfg), "--out", str(precious), "--overwrite"])
     assert res.exit_code == 2 and res.stderr.strip() == (
-        f"alter: error: --overwrite: {str(precious)!r} does not hold an alter run (no adapter_config.json); "
-        "not deleting it")
+        f"alter: error: --overwrite: {str(precious)!r} is not an alter output (no .alter-output); not deleting it")
     assert (precious / "thesis.tex").read_text() == "years of work"
     blocker = tmp_path / "afile"
     blocker.write_text("x")
@@ -196,8 +195,8 @@ def test_overwrite_keeps_folders_that_are_not_runs_and_unwritable_out_is_refused
         def wait_for_everyone(self):
             pass
 
-    prepare_out_dir(run, resume=False, overwrite=True, state=_Main())
-    assert not run.exists()  # an earlier run is still replaced
+    prepare_out_dir(run, resume=False, overwrite=True, state=_Main()).release()
+    assert [p.name for p in run.iterdir() if p.name not in (".alter.lock", ".alter-output")] == []  # replaced
 
 
 def test_data_file_with_byte_order_mark(tmp_path):

@@ -164,3 +164,41 @@ def test_workers_exit_when_the_launcher_is_killed(tiny_llama_dir, synthetic_json
         for w in workers:
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+def test_overwrite_refuses_what_alter_did_not_write_in_every_command(tmp_path):
+    """`alter eval --out DIR --overwrite` used to delete a folder holding unrelated files; the one rule
+    (outdir.check_replaceable, the .alter-output marker) now holds for eval, data and training."""
+    from alter_cli.outdir import MARKER, OutputFolderError, check_replaceable, output_kind
+
+    cfg = ROOT / "configs" / "alter" / "stage1.yaml"
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    a_link = tmp_path / "link"
+    a_link.symlink_to(precious)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"input": "a", "target": "a", "type": "copy"}\n')
+    commands = {
+        "eval": lambda out: ["eval", "--zero-shot", "--model", str(tmp_path / "no-model"), "--data", str(data),
+                             "--out", str(out), "--overwrite"],
+        "data": lambda out: ["data", "bbc", "--out", str(out), "--overwrite"],
+        "train": lambda out: ["train-stage1", str(cfg), "--out", str(out), "--overwrite"],
+    }
+    for argv in commands.values():
+        for target, needle in ((precious, "is not an alter output"), (a_file, "is not a folder"),
+                               (a_link, "is not a folder")):
+            one_line_error(runner.invoke(app, argv(target)), "--overwrite", needle)
+        assert (precious / "thesis.tex").read_text() == "years of work" and a_file.read_text() == "keep"
+        assert a_link.is_symlink()
+    other = tmp_path / "an-eval"  # an alter output of another kind is not replaced by another command
+    other.mkdir()
+    (other / MARKER).write_text('{"tool": "alter", "kind": "eval"}')
+    (other / "metrics.json").write_text("{}")
+    assert output_kind(other) == "eval"
+    check_replaceable(other, "eval")
+    with pytest.raises(OutputFolderError, match="is an alter eval output, not train"):
+        check_replaceable(other, "train")
+    one_line_error(runner.invoke(app, commands["train"](other)), "an alter eval output, not train")
