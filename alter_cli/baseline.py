@@ -35,6 +35,7 @@ from .checkpoint import (
     BASELINE_CONFIG,
     FORMAT_VERSION,
     CheckpointError,
+    check_base_weights,
     is_lora_param,
     read_baseline_meta,
 )
@@ -156,6 +157,7 @@ def build_baseline(cfg: Any) -> tuple[ModelBundle, LoRAPlan]:
         if (meta.get("base_model") or {}).get("config_hash") != loaded.ref.config_hash:
             raise CheckpointError(f"--resume: {str(folder)!r} was trained on another base model "
                                   f"({(meta.get('base_model') or {}).get('name')!r})")
+        check_base_weights(folder, meta.get("base_model"), loaded.ref, "--resume:")
         if meta.get("registry") != registry.to_dict():
             raise CheckpointError(f"--resume: {str(folder)!r} was trained with another task registry (tasks:)")
         saved = meta.get("lora") or {}

@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -305,6 +306,7 @@ def check_resumable(out_dir: Path, bundle: Any, stage: int, process_index: int =
     if (meta.get("base_model") or {}).get("config_hash") != now["base_model"]["config_hash"]:
         raise CheckpointError(f"--resume: {str(out_dir)!r} was trained on another base model "
                               f"({(meta.get('base_model') or {}).get('name')!r})")
+    check_base_weights(out_dir, meta.get("base_model"), bundle.base, "--resume:")
     check_state_complete(out_dir, process_index)
     check_same_step(out_dir, meta.get("step"))
 
@@ -322,9 +324,30 @@ def check_state_complete(out_dir: Path, process_index: int = 0) -> None:
         raise CheckpointError(f"--resume: {str(state)!r} is incomplete (missing {missing[0]})")
 
 
+class CheckpointWarning(Warning):
+    """Something a user should know about a checkpoint that still loads (not a UserWarning: those
+    are silenced with the libraries' noise)."""
+
+
+def check_base_weights(path: Path, recorded: dict[str, Any] | None, ref: BaseModelRef, what: str = "checkpoint") -> None:
+    """The base model `ref` (just loaded) has the weights the checkpoint's `base_model` record names.
+    A checkpoint written before weight fingerprints existed gets a CheckpointWarning instead.
+    Raises CheckpointError on a different fingerprint."""
+    saved = (recorded or {}).get("weights_fingerprint")
+    if saved is None:
+        warnings.warn(CheckpointWarning(f"{what} {str(path)!r} records no weights fingerprint of its base model "
+                                        "(written by an older alter); the base model's weights are not checked"),
+                      stacklevel=2)
+        return
+    if saved != ref.weights_fingerprint:
+        raise CheckpointError(f"{what} {str(path)!r}: base model {ref.name!r} has other weights than the one it was "
+                              f"trained on (weights fingerprint {ref.weights_fingerprint}, recorded {saved})")
+
+
 def load_checkpoint_base(path: Path, base: dict[str, Any]) -> Any:
-    """Load the base model a checkpoint names (its `base_model` record) and check its config hash.
-    Returns the models.LoadedModel. Raises CheckpointError (not loadable, or another config hash)."""
+    """Load the base model a checkpoint names (its `base_model` record) and check its config hash and
+    weights fingerprint. Returns the models.LoadedModel. Raises CheckpointError (not loadable, or
+    another config hash or weights fingerprint)."""
     try:
         loaded = load_base_model(base["name"], base.get("gguf_file"))
     except ModelLoadError as exc:
@@ -334,7 +357,18 @@ def load_checkpoint_base(path: Path, base: dict[str, Any]) -> Any:
             f"checkpoint {str(path)!r}: base model {base['name']!r} has config hash {loaded.ref.config_hash}, "
             f"the checkpoint was trained on {base.get('config_hash')}"
         )
+    check_base_weights(path, base, loaded.ref)
     return loaded
+
+
+def backbone_file(path: Path, name: Any) -> Path:
+    """The trained-backbone file `name` (adapter_config.json's backbone_weights) inside the checkpoint
+    folder `path`; CheckpointError for anything else (a path, `..`, a link out of the folder)."""
+    if (not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".")
+            or (path / name).resolve().parent != path.resolve()):
+        raise CheckpointError(f"checkpoint {str(path)!r}: backbone_weights {name!r} is not a file inside the "
+                              "checkpoint folder; refusing to load it")
+    return path / name
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
@@ -366,7 +400,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedCheckpoint:
         raise CheckpointError(f"checkpoint {str(path)!r}: cannot rebuild the MTA layers ({exc})") from None
     load_mta_weights(model, path / ADAPTER_WEIGHTS)
     if meta.get("backbone_weights"):
-        load_backbone_weights(model, path / str(meta["backbone_weights"]))
+        load_backbone_weights(model, backbone_file(path, meta["backbone_weights"]))
     model.requires_grad_(False)
     model.to(device).eval()
     return LoadedCheckpoint(model, loaded.tokenizer, registry, mta_cfg, stage, loaded.ref, meta)

@@ -79,6 +79,28 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=UserWarning)
+    one_line_checkpoint_warnings()
+
+
+def one_line_checkpoint_warnings() -> None:
+    """Print each checkpoint.CheckpointWarning as one line `alter: warning: ...` on stderr (every time)."""
+    import warnings
+
+    from .checkpoint import CheckpointWarning
+
+    if getattr(warnings.showwarning, "_alter", False):
+        return
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, CheckpointWarning):
+            typer.echo(f"alter: warning: {message}", err=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    show._alter = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+    warnings.simplefilter("always", CheckpointWarning)
 
 
 def interrupted(out: Path, exc: BaseException | None = None) -> None:
