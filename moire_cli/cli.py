@@ -216,9 +216,50 @@ def _melt_report(console, run, out: Path) -> None:
         console.print(f"wrote {out}", markup=False)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="moire")
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click's UsageError (missing argument, unknown option, bad value), whichever click Typer uses."""
+    return any(c.__name__ == "UsageError" for c in type(exc).__mro__)
+
+
+def _readable_help(cmd) -> None:
+    """Help screens as a person reads them: flags without a type, `--set KEY=VALUE`, `CONFIG`."""
+    for sub in getattr(cmd, "commands", {}).values():
+        _readable_help(sub)
+    help_option = cmd.get_help_option
+
+    def flag_help_option(ctx, _make=help_option):
+        option = _make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    cmd.get_help_option = flag_help_option
+    for param in getattr(cmd, "params", []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.name in ("set", "set_"):
+            param.metavar = "KEY=VALUE"
+        elif param.metavar is None:
+            param.metavar = param.name.upper()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: a usage error (missing argument, unknown option) is one line on
+    stderr, `moire: error: …`, with exit code 2, like every other user error."""
+    cmd = typer.main.get_command(app)
+    _readable_help(cmd)
+    try:
+        code = cmd.main(args=sys.argv[1:] if argv is None else argv, prog_name="moire", standalone_mode=False)
+    except Exception as exc:  # noqa: BLE001 - only usage errors are handled here
+        if not _is_usage_error(exc):
+            raise
+        if not exc.format_message():  # `moire` alone: the help screen was the answer
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"moire: error: {exc.format_message()}{where}", err=True)
+        return 2
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
