@@ -1,6 +1,6 @@
 """`python -m alter_cli` runs the `alter` CLI."""
 
-from alter_cli.cli import main
+from alter_cli.entry import main
 
 if __name__ == "__main__":
     main()

@@ -6,11 +6,13 @@ Errors a user can cause raise `ConfigError` (a ValueError) with one line naming 
 
 from __future__ import annotations
 
+import math
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,21 +22,99 @@ from pydantic import (
     model_validator,
 )
 
+from .readers import ReadError, dump_yaml, load_yaml
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used (one-line message)."""
 
 
+def _numeric_without_bool(annotation: Any) -> bool:
+    """True when `annotation` holds int or float (possibly inside lists, dicts, unions) but not bool:
+    the fields where pydantic's lax mode would silently read `true` as 1."""
+    if annotation in (int, float):
+        return True
+    if annotation is bool or annotation is Any or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return False
+    if typing.get_origin(annotation) is Literal:
+        return False
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return bool(args) and any(_numeric_without_bool(a) for a in args) and not any(a is bool for a in args)
+
+
+def _first_bool(value: Any) -> bool | None:
+    """The first bool inside a value (itself, list items, dict values), or None."""
+    if isinstance(value, bool):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        if (found := _first_bool(item)) is not None:
+            return found
+    return None
+
+
+def show_number(value: Any) -> str:
+    """A number for a one-line message: 6 significant digits; a huge int by its digit count."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        digits = len(str(abs(value)))
+        return f"{'-' if value < 0 else ''}{str(abs(value))[:3]}… ({digits} digits)"
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+def at_most(limit: float, reason: str) -> AfterValidator:
+    """An upper bound with the reason it exists, for `Annotated[int, at_most(...)]` fields."""
+
+    def check(value: Any) -> Any:
+        if value is not None and value > limit:
+            raise ValueError(f"{show_number(value)} is more than {show_number(limit)} ({reason})")
+        return value
+
+    return AfterValidator(check)
+
+
+def magnitude_at_most(limit: float, reason: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if value is not None and abs(value) > limit:
+            raise ValueError(f"{show_number(value)} is outside -{limit:g}..{limit:g} ({reason})")
+        return value
+
+    return AfterValidator(check)
+
+
+# Size limits (issue 15 item 12): each bounds the memory or time a value implies; the message names it.
+MAX_SAMPLES = 2**26        # the task-balanced sampler holds one int64 index per sample drawn (~0.5 GB)
+MAX_BATCH = 65536          # samples in one micro-batch / generation batch (rows of activations)
+MAX_TOKENS_PER_BATCH = 2**21  # batch_size × max_length: activations beyond any accelerator's memory
+MAX_LENGTH = 2**20         # tokens of one sequence (prompt + target, or new tokens)
+MAX_WIDTH = 2**16          # an adapter's rank / hidden width: rank × hidden parameters per projection
+MAX_EXPERTS = 256          # experts per MTA layer (each a full adapter) and shared experts
+MAX_SEED = 2**32 - 1       # accelerate's set_seed seeds numpy, which takes 0 .. 2**32 - 1
+
+Samples = Annotated[int, at_most(MAX_SAMPLES, f"at most {MAX_SAMPLES} samples: the sampler holds an index per sample")]
+Batch = Annotated[int, at_most(MAX_BATCH, "a batch of more samples does not fit in memory")]
+Length = Annotated[int, at_most(MAX_LENGTH, "tokens per sequence")]
+Width = Annotated[int, at_most(MAX_WIDTH, "rank/width × hidden size parameters per projection")]
+Experts = Annotated[int, at_most(MAX_EXPERTS, "each expert is a full adapter in every MTA layer")]
+Layer = Annotated[int, magnitude_at_most(4096, "a block index")]
+Logit = Annotated[float, magnitude_at_most(1000.0, "a logit beyond ±1000 saturates the softmax in float16/32")]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
-        """pydantic's lax mode reads `true` as 1 for int/float fields; refuse it (a likely typo)."""
+        """pydantic's lax mode reads `true` as 1 for int/float fields (also inside lists and dicts:
+        `layers: [true, 2]`); refuse it (a likely typo)."""
         field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
-            raise ValueError(f"expected a number, got {str(value).lower()}")
+        if field is not None and _numeric_without_bool(field.annotation):
+            found = _first_bool(value)
+            if found is not None:
+                raise ValueError(f"expected a number, got {str(found).lower()}")
+            if (isinstance(value, float) and math.isfinite(value) and abs(value) >= 2**53
+                    and (field.annotation is int or int in typing.get_args(field.annotation))):
+                return int(value)  # 1e30 for an int field: an (exact) int, so the size limit names itself
         return value
 
 
@@ -82,8 +162,8 @@ class DataConfig(_Strict):
     eval: str | None = None
     fields: FieldsConfig = FieldsConfig()
     prompt_format: Literal["auto", "chat", "plain"] = "auto"
-    max_length: int = Field(512, ge=8)
-    max_target_length: int = Field(128, ge=1)
+    max_length: Length = Field(512, ge=8)
+    max_target_length: Length = Field(128, ge=1)
     sampling_temperature: float = Field(2.0, gt=0)
 
 
@@ -103,23 +183,23 @@ class MTAConfig(_Strict):
     """
 
     expert: Literal["bottleneck", "ffn_copy", "lora", "hydra_lora"] = "bottleneck"
-    num_experts: int = Field(5, ge=1)
-    rank: int = Field(64, ge=1)
+    num_experts: Experts = Field(5, ge=1)
+    rank: Width = Field(64, ge=1)
     activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
     placement: Literal["parallel", "replace"] = "parallel"
-    layers: list[int] | None = None
-    encoder_layers: list[int] | None = None
-    decoder_layers: list[int] | None = None
-    temperature: float = Field(0.1, gt=0)
-    own_init: float = 0.22
-    other_init: float = 0.20
+    layers: list[Layer] | None = None
+    encoder_layers: list[Layer] | None = None
+    decoder_layers: list[Layer] | None = None
+    temperature: Annotated[float, Field(ge=1e-6, le=1e6)] = 0.1
+    own_init: Logit = 0.22
+    other_init: Logit = 0.20
     task_to_experts: dict[str, list[int]] | None = None
-    lora_alpha: float | None = Field(None, gt=0)
+    lora_alpha: float | None = Field(None, gt=0, le=1e6)
     selector_learning_rate: float | None = Field(None, gt=0)
-    num_shared_experts: int = Field(0, ge=0)
+    num_shared_experts: Experts = Field(0, ge=0)
     gate: Literal["token", "pooled"] = "token"
-    gate_hidden: int = Field(64, ge=1)
-    gate_init_bias: float = 2.0
+    gate_hidden: Width = Field(64, ge=1)
+    gate_init_bias: Logit = 2.0
     gate_combine: Literal["convex", "residual"] = "convex"
     gate_task: Literal["none", "bias", "embedding", "task_only"] = "none"
     gate_learning_rate: float | None = Field(None, gt=0)
@@ -140,20 +220,28 @@ class MTAConfig(_Strict):
 class TrainConfig(_Strict):
     """The accelerate training loop (shared by both stages)."""
 
-    max_steps: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_steps: Samples = Field(100, ge=1)
+    batch_size: Batch = Field(8, ge=1)
+    gradient_accumulation_steps: Samples = Field(1, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    warmup_steps: int = Field(10, ge=0)
+    warmup_steps: Samples = Field(10, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    seed: int = 42
-    log_every: int = Field(10, ge=1)
-    save_every: int = Field(0, ge=0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
+    log_every: Samples = Field(10, ge=1)
+    save_every: Samples = Field(0, ge=0)
     unfreeze_backbone: bool = False
     tune_selector: bool = False
+
+    @model_validator(mode="after")
+    def _samples_bounded(self) -> TrainConfig:
+        n = self.max_steps * self.gradient_accumulation_steps * self.batch_size
+        if n > MAX_SAMPLES:
+            raise ValueError(f"train.max_steps × gradient_accumulation_steps × batch_size = {show_number(n)} samples is more "
+                             f"than {MAX_SAMPLES} (the task-balanced sampler holds an index per sample)")
+        return self
 
 
 class GenerateConfig(_Strict):
@@ -165,10 +253,17 @@ class GenerateConfig(_Strict):
     "The topic of this article is sports." -> sports). See `evaluate.match_label`.
     """
 
-    batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(32, ge=1)
-    num_beams: int = Field(1, ge=1)
+    batch_size: Batch = Field(16, ge=1)
+    max_new_tokens: Length = Field(32, ge=1)
+    num_beams: Annotated[int, at_most(64, "each beam is another row of the batch")] = Field(1, ge=1)
     label_match: Literal["exact", "prefix", "search"] = "prefix"
+
+    @model_validator(mode="after")
+    def _rows_bounded(self) -> GenerateConfig:
+        if self.batch_size * self.num_beams > MAX_BATCH:
+            raise ValueError(f"generation.batch_size × num_beams = {self.batch_size * self.num_beams} rows is more "
+                             f"than {MAX_BATCH} (a batch of more rows does not fit in memory)")
+        return self
 
 
 class LoRABaselineConfig(_Strict):
@@ -180,9 +275,17 @@ class LoRABaselineConfig(_Strict):
     alpha: null = 2·rank.
     """
 
-    rank: int | None = Field(None, ge=1)
-    alpha: float | None = Field(None, gt=0)
+    rank: Width | None = Field(None, ge=1)
+    alpha: float | None = Field(None, gt=0, le=1e6)
     dropout: float = Field(0.0, ge=0, lt=1)
+
+
+def check_tokens_per_batch(data: DataConfig, train: TrainConfig) -> None:
+    """train.batch_size × data.max_length bounded by MAX_TOKENS_PER_BATCH (ValueError naming the limit)."""
+    n = train.batch_size * data.max_length
+    if n > MAX_TOKENS_PER_BATCH:
+        raise ValueError(f"train.batch_size × data.max_length = {n} tokens per micro-batch is more than "
+                         f"{MAX_TOKENS_PER_BATCH} (their activations exceed any accelerator's memory)")
 
 
 class AlterConfig(_Strict):
@@ -198,6 +301,7 @@ class AlterConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> AlterConfig:
+        check_tokens_per_batch(self.data, self.train)
         names = [t.name for t in self.tasks]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -230,15 +334,15 @@ class Stage2MTAConfig(_Strict):
     gate_learning_rate: learning rate of the gate network (null: train.learning_rate).
     """
 
-    num_shared_experts: int = Field(2, ge=1)
+    num_shared_experts: Experts = Field(2, ge=1)
     gate: Literal["token", "pooled"] = "token"
-    gate_hidden: int = Field(64, ge=1)
-    gate_init_bias: float = 2.0
+    gate_hidden: Width = Field(64, ge=1)
+    gate_init_bias: Logit = 2.0
     gate_combine: Literal["convex", "residual"] = "convex"
     gate_task: Literal["none", "bias", "embedding", "task_only"] = "bias"
     gate_learning_rate: float | None = Field(None, gt=0)
     gate_regularizer: Literal["none", "load_balancing", "entropy"] = "none"
-    gate_regularizer_weight: float = Field(0.01, ge=0)
+    gate_regularizer_weight: float = Field(0.01, ge=0, le=1e6)
 
 
 class Stage2Config(_Strict):
@@ -253,6 +357,7 @@ class Stage2Config(_Strict):
 
     @model_validator(mode="after")
     def _backbone_frozen(self) -> Stage2Config:
+        check_tokens_per_batch(self.data, self.train)
         if self.train.unfreeze_backbone:
             raise ValueError("train.unfreeze_backbone: stage 2 keeps the backbone frozen")
         return self
@@ -295,9 +400,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         if not key or any(not p for p in key.split(".")):
             raise ConfigError(f"--set has an empty key in {item!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+            value = load_yaml(raw) if raw.strip() else ""
+        except ReadError as exc:
+            raise ConfigError(f"--set {key}: value {raw[:80]!r} is not valid YAML ({exc})") from None
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
@@ -341,11 +446,10 @@ def resolve_config(
     data: Any = {}
     if text is not None:
         try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{source}:{where}: malformed YAML ({getattr(exc, 'problem', exc)})") from None
+            data = load_yaml(text)
+        except ReadError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        data = {} if data is None else data
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
     data = deep_merge(data, parse_set(overrides or []))
@@ -357,7 +461,7 @@ def resolve_config(
 
 def dump_config(cfg: BaseModel) -> str:
     """The resolved config as YAML with sorted keys."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=True)
+    return dump_yaml(cfg.model_dump(mode="json"))
 
 
 def relative_to(path: str | None, base: Path) -> str | None:
@@ -366,3 +470,64 @@ def relative_to(path: str | None, base: Path) -> str | None:
         return None
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else (base / p))
+
+
+# --------------------------------------------------------------------- records read back from checkpoints
+class _Record(BaseModel):
+    """A JSON record alter wrote and reads back (a checkpoint's adapter_config.json / alter_baseline.json):
+    the types of the fields alter uses are checked (a hand-edited file gives one line, not a traceback);
+    fields it does not use are kept as they are."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
+
+
+class BaseModelRecord(_Record):
+    name: str = Field(min_length=1)
+    gguf_file: str | None = None
+    config_hash: str | None = None
+
+
+class TaskRecord(_Record):
+    name: str = Field(min_length=1)
+    kind: Literal["classify", "nli", "generate"]
+    labels: list[str] | None = None
+
+
+class RegistryRecord(_Record):
+    tasks: list[TaskRecord] = Field(min_length=1)
+
+
+class DataRecord(_Record):
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"
+    max_length: Length = Field(512, ge=8)
+    max_target_length: Length = Field(128, ge=1)
+
+
+class CheckpointRecord(_Record):
+    """adapter_config.json (MTA stages 1/2) or alter_baseline.json (LoRA baseline, stage 0)."""
+
+    format_version: int
+    stage: int = Field(0, ge=0, le=2)
+    step: int = Field(0, ge=0)
+    base_model: BaseModelRecord
+    registry: RegistryRecord
+    mta_config: dict[str, Any] | None = None
+    has_shared_experts: bool = False
+    data: DataRecord | None = None
+    backbone_weights: str | None = None
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_object(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must be an object (prompt_format, max_length, max_target_length)")
+        return value
+
+
+def check_checkpoint_record(meta: Any, where: str) -> None:
+    """Raise ConfigError `where: key: problem` when a checkpoint's JSON record has a field of the wrong
+    type or value (issue 15 item 12: hand-edited checkpoint JSON)."""
+    try:
+        CheckpointRecord.model_validate(meta)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {format_validation_error(exc).removeprefix('config: ')}") from None

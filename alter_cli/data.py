@@ -6,13 +6,14 @@ Format (pCLUE's schema, spec section 2): one JSON object per line with `input`, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from .readers import ReadError, jsonl_lines, load_json
 
 TASK_KINDS = ("classify", "nli", "generate")
 IGNORE_INDEX = -100
@@ -102,9 +103,9 @@ def json_object_line(line: str, where: str, hint: str = "") -> dict:
     """One JSON Lines line as a dict; DataError `where: malformed JSON (...)` (+ hint) or
     `where: expected a JSON object, got <type>`."""
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: malformed JSON ({exc.msg}){hint}") from None
+        obj = load_json(line)
+    except ReadError as exc:
+        raise DataError(f"{where}: {exc}{hint}") from None
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -121,9 +122,7 @@ def parse_jsonl(
     """
     f_in, f_tg, f_ty = (fields.input, fields.target, fields.type) if fields is not None else ("input", "target", "type")
     out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, line in jsonl_lines(text):
         obj = json_object_line(line, f"{source}:{lineno}")
         vals = []
         for key in (f_in, f_tg, f_ty):
@@ -153,10 +152,35 @@ def use_chat_template(tokenizer: Any, prompt_format: str = "auto") -> bool:
     return prompt_format == "chat" or (prompt_format == "auto" and has)
 
 
-def prompt_ids(tokenizer: Any, text: str, is_seq2seq: bool, prompt_format: str = "auto") -> list[int]:
+TRUNCATION_MARGIN = 16  # tokens kept beyond the cut, so the cut never changes the tokens that are kept
+
+
+def text_window(tokenizer: Any, text: str, n_tokens: int, keep: str = "end") -> str:
+    """The end (keep="end") or start (keep="start") of `text`, cut at a character so that it still
+    tokenises to at least n_tokens + TRUNCATION_MARGIN tokens (or the whole text when it is shorter):
+    truncating the window's token ids to n_tokens gives the same ids as truncating the whole text's,
+    while the tokenizer only ever sees O(n_tokens) characters (a 50 MB line costs no more than a
+    short one). The window starts at 8 characters per token and doubles while too short."""
+    need = n_tokens + TRUNCATION_MARGIN
+    chars = 8 * need
+    while chars < len(text):
+        window = text[-chars:] if keep == "end" else text[:chars]
+        if len(tokenizer(window, add_special_tokens=False).input_ids) >= need:
+            return window
+        chars *= 2
+    return text
+
+
+def prompt_ids(tokenizer: Any, text: str, is_seq2seq: bool, prompt_format: str = "auto",
+               max_tokens: int | None = None) -> list[int]:
     """Token ids of the prompt for `text`: the encoder input (seq2seq), the chat-template user turn
     with the generation prompt (instruct causal LMs), or `text + "\\n"` (plain causal LMs).
+
+    max_tokens: the caller keeps only the last (causal) / first (seq2seq) max_tokens ids; the text is
+    cut first (`text_window`), so a huge input is never tokenised in full.
     DataError for prompt_format "chat" with a T5 model or a tokenizer without a chat template."""
+    if max_tokens is not None:
+        text = text_window(tokenizer, text, max_tokens, keep="start" if is_seq2seq else "end")
     if is_seq2seq:
         if prompt_format == "chat":
             raise DataError("data.prompt_format 'chat' does not apply to an encoder-decoder (T5) model (use auto or plain)")
@@ -175,12 +199,17 @@ def encode_example(
 ) -> dict[str, Any]:
     """Token ids with the loss on target tokens only.
 
-    causal: input_ids = prompt + target + eos, labels = -100 over the prompt (prompt truncated from
-    the left to fit max_length); seq2seq: input_ids = encoder input, labels = target + eos.
+    causal: input_ids = prompt + target + eos, labels = -100 over the prompt (target + eos at most
+    min(max_target_length, max_length - 1) tokens, prompt truncated from the left to fit max_length,
+    so a sequence never exceeds max_length); seq2seq: input_ids = encoder input (first max_length
+    tokens), labels = target + eos (at most max_target_length). Texts are cut before tokenising
+    (`text_window`).
     """
     eos = tokenizer.eos_token_id
-    target = list(tokenizer(ex.target, add_special_tokens=False).input_ids)[: max_target_length - 1] + [eos]
-    prompt = prompt_ids(tokenizer, ex.input, is_seq2seq, prompt_format)
+    n_target = (max_target_length if is_seq2seq else max(1, min(max_target_length, max_length - 1))) - 1
+    target_text = text_window(tokenizer, ex.target, n_target, keep="start")
+    target = list(tokenizer(target_text, add_special_tokens=False).input_ids)[:n_target] + [eos]
+    prompt = prompt_ids(tokenizer, ex.input, is_seq2seq, prompt_format, max_length)
     if is_seq2seq:
         return {"input_ids": prompt[:max_length], "labels": target, "task_id": task_id}
     keep = max(1, max_length - len(target))
@@ -245,8 +274,11 @@ def task_probabilities(task_ids: Sequence[int], num_tasks: int, temperature: flo
     """p_t ∝ n_t^(1/T) over tasks present in the data (temperature-scaled sampling, Arivazhagan et
     al. 2019, arXiv:1907.05019); shape (num_tasks,), zero for absent tasks."""
     counts = torch.bincount(torch.tensor(list(task_ids), dtype=torch.long), minlength=num_tasks).double()
-    p = torch.where(counts > 0, counts.pow(1.0 / temperature), torch.zeros_like(counts))
-    return p / p.sum()
+    # In log space, relative to the largest task: (log n_t - log n_max) / T <= 0, so no overflow for any
+    # T > 0 (T -> 0 gives the largest task(s) only, T -> inf uniform over the present tasks).
+    log_n = torch.where(counts > 0, counts.log(), torch.full_like(counts, -torch.inf))
+    scaled = torch.where(counts > 0, (log_n - log_n.max()) / temperature, log_n)
+    return torch.softmax(scaled, dim=0)
 
 
 class TaskBalancedSampler(Sampler[int]):

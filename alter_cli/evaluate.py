@@ -503,7 +503,7 @@ def encode_prompts(
 
     out = []
     for text in inputs:
-        ids = prompt_ids(tokenizer, text, is_seq2seq, prompt_format)
+        ids = prompt_ids(tokenizer, text, is_seq2seq, prompt_format, max_length)
         out.append(ids[:max_length] if is_seq2seq else ids[-max_length:])
     return out
 
@@ -586,13 +586,12 @@ def parse_prediction_inputs(
     field, no inputs at all; data.UnknownTaskError for an unknown task.
     """
     from .data import DataError, UnknownTaskError, json_object_line
+    from .readers import jsonl_lines
 
     if task is not None:
         registry.id(task)
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, line in jsonl_lines(text):
         if task is not None:
             rows.append({input_field: line, type_field: task})
             continue
