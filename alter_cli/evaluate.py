@@ -574,36 +574,40 @@ def evaluate_examples(
     return EvalResult(report, records)
 
 
+def prediction_row(line: str, where: str, registry, *, task: str | None = None, input_field: str = "input",
+                   type_field: str = "type") -> dict:
+    """One input of ``alter predict``: a JSON object with ``input`` and ``type`` (other fields are kept
+    and passed through), or, with ``task``, the plain-text line itself. ``where`` (``file:line``)
+    starts every message. Raises data.DataError / data.UnknownTaskError."""
+    from .data import DataError, UnknownTaskError, json_object_line
+
+    if task is not None:
+        return {input_field: line, type_field: task}
+    obj = json_object_line(line, where, "; plain text needs --task")
+    for key in (input_field, type_field):
+        if not isinstance(obj.get(key), str):
+            raise DataError(f"{where}: field {key!r} missing or not a string")
+    try:
+        registry.id(obj[type_field])
+    except UnknownTaskError as exc:
+        raise UnknownTaskError(f"{where}: {exc}") from None
+    return obj
+
+
 def parse_prediction_inputs(
     text: str, source: str, registry, *, task: str | None = None, input_field: str = "input",
     type_field: str = "type",
 ) -> list[dict]:
-    """Inputs of ``alter predict``: JSON Lines objects with ``input`` and ``type`` (other fields are
-    kept and passed through), or, with ``task``, one plain-text input per non-empty line.
-
-    Returns one dict per input, each with ``input`` and ``type`` set (field names as given).
-    Raises data.DataError (``source:line:`` message) for a malformed line, a missing or non-string
-    field, no inputs at all; data.UnknownTaskError for an unknown task.
-    """
-    from .data import DataError, UnknownTaskError, json_object_line
+    """All inputs of a JSON Lines / plain text (``--task``) `text` (lines split on "\\n" only), see
+    :func:`prediction_row`. Raises data.DataError (``source:line:`` message; no inputs at all),
+    data.UnknownTaskError."""
+    from .data import DataError
     from .readers import jsonl_lines
 
     if task is not None:
         registry.id(task)
-    rows = []
-    for lineno, line in jsonl_lines(text):
-        if task is not None:
-            rows.append({input_field: line, type_field: task})
-            continue
-        obj = json_object_line(line, f"{source}:{lineno}", "; plain text needs --task")
-        for key in (input_field, type_field):
-            if not isinstance(obj.get(key), str):
-                raise DataError(f"{source}:{lineno}: field {key!r} missing or not a string")
-        try:
-            registry.id(obj[type_field])
-        except UnknownTaskError as exc:
-            raise UnknownTaskError(f"{source}:{lineno}: {exc}") from None
-        rows.append(obj)
+    rows = [prediction_row(line, f"{source}:{lineno}", registry, task=task, input_field=input_field,
+                           type_field=type_field) for lineno, line in jsonl_lines(text)]
     if not rows:
         raise DataError(f"{source}: no inputs")
     return rows
