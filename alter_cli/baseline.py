@@ -43,6 +43,7 @@ from .config import LoRABaselineConfig, MTAConfig
 from .data import TaskRegistry
 from .inject import attach_mta, ffn_modules, set_trainable
 from .models import load_base_model
+from .quiet import peft_quietly
 from .train import AdapterIO, ModelBundle
 
 
@@ -136,7 +137,8 @@ def build_baseline(cfg: Any) -> tuple[ModelBundle, LoRAPlan]:
         bias="none", task_type="SEQ_2_SEQ_LM" if loaded.is_seq2seq else "CAUSAL_LM",
         base_model_name_or_path=loaded.ref.name,
     )
-    model = get_peft_model(loaded.model, lora_config)
+    with peft_quietly():
+        model = get_peft_model(loaded.model, lora_config)
     data_cfg = cfg.data
 
     def write(folder: Path, raw: Any, step: int) -> None:

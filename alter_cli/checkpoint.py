@@ -32,11 +32,13 @@ import torch
 from pydantic import ValidationError
 
 from . import __version__, per_task, swap
-from .config import MTAConfig
+from .config import ConfigError, MTAConfig, check_checkpoint_record
 from .data import TaskRegistry
 from .inject import add_shared_experts, attach_mta, is_mta_param, mta_state_dict
 from .models import BaseModelRef, ModelLoadError, load_base_model
 from .mta import mta_layers
+from .quiet import peft_quietly
+from .readers import ReadError, load_json
 
 FORMAT_VERSION = 1
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -214,14 +216,18 @@ def read_meta(path: Path, config_name: str = ADAPTER_CONFIG) -> dict[str, Any]:
         if not (path / name).is_file():
             raise CheckpointError(f"checkpoint {str(path)!r}: missing {name}")
     try:
-        meta = json.loads((path / config_name).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        meta = load_json((path / config_name).read_text(encoding="utf-8"))
+    except (ReadError, UnicodeDecodeError, OSError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: {config_name} is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {str(path)!r}: {config_name} format_version "
             f"{meta.get('format_version') if isinstance(meta, dict) else None!r} is not {FORMAT_VERSION}"
         )
+    try:  # a hand-edited record (`"data": null`, wrong types) is one line here, not a traceback later
+        check_checkpoint_record(meta, f"checkpoint {str(path)!r}: {config_name}")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     return meta
 
 
@@ -467,7 +473,8 @@ def load_baseline_checkpoint(path: str | Path, device: str = "cpu") -> LoadedChe
 
         with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as f:
             n_saved = len(list(f.keys()))
-        model = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False)
+        with peft_quietly():
+            model = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False)
         n_model = sum(1 for k in model.state_dict() if is_lora_param(k))
         if n_model == 0 or n_saved != n_model:
             raise ValueError(f"{n_saved} LoRA tensors saved, the adapted model has {n_model}")

@@ -5,7 +5,6 @@ Every error a user can cause is reported as one line on stderr with exit code 2.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,13 +71,10 @@ def load_config(config: Path, overrides: list[str], model_cls: type = AlterConfi
 
 
 def quiet_libraries() -> None:
-    import warnings
+    """Only alter's own lines on the terminal / in a cron mail (quiet.quiet_third_party)."""
+    from .quiet import quiet_third_party
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=UserWarning)
+    quiet_third_party()
     one_line_checkpoint_warnings()
 
 
@@ -289,6 +285,7 @@ def eval_(
             fail(f"output folder {str(out)!r} exists (use --overwrite to replace it)")
         if overwrite:
             check_replaceable(out, "eval")
+        runs.probe_out_parent(out)  # before the evaluation, not after it
         text = read_text(Path(cfg.data.eval), "data.eval")
         quiet_libraries()
         runs.run_eval(cfg, sources, text, out, overwrite, state)
@@ -307,31 +304,50 @@ def predict(
     label_match: str = typer.Option("prefix", "--label-match", help="exact | prefix | search (classify/nli tasks)."),
 ) -> None:
     """Predict for each input line; JSON Lines on stdout (the input object + `prediction`, and
-    `matched_label` for classify/nli tasks), for shell pipelines."""
+    `matched_label` for classify/nli tasks), written batch by batch as they are ready, for shell
+    pipelines (a reader that goes away, as `| head -1`, ends the run quietly with exit 0)."""
+    from pydantic import ValidationError
+
+    from .config import GenerateConfig, format_validation_error
+
+    def write(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
     try:
-        if label_match not in ("exact", "prefix", "search"):
-            fail(f"--label-match must be exact, prefix or search, got {label_match!r}")
-        text = sys.stdin.read() if input_file == "-" else read_text(Path(input_file), "input")
+        try:
+            generation = GenerateConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                        label_match=label_match)
+        except ValidationError as exc:
+            raise ConfigError(f"alter predict: {format_validation_error(exc).replace('config: ', '--')}") from None
         source = "<stdin>" if input_file == "-" else input_file
+        stream = sys.stdin.buffer if input_file == "-" else open_input(Path(input_file), "input")
         quiet_libraries()
         from .checkpoint import load_checkpoint
-        from .evaluate import encode_prompts, generate_texts, match_label, parse_prediction_inputs
+        from .predicting import input_lines, predict_stream
 
         ck = load_checkpoint(checkpoint)
-        rows = parse_prediction_inputs(text, source, ck.registry, task=task)
-        data_meta = ck.meta.get("data", {})
-        prompts = encode_prompts(ck.tokenizer, [r["input"] for r in rows], ck.is_seq2seq,
-                                 data_meta.get("prompt_format", "auto"), data_meta.get("max_length", 512))
-        preds = generate_texts(ck.model, ck.tokenizer, prompts, [ck.registry.id(r["type"]) for r in rows],
-                               batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams)
-        for row, pred in zip(rows, preds, strict=True):
-            spec = ck.registry.spec(row["type"])
-            rec = row | {"prediction": pred}
-            if spec.labels:
-                rec["matched_label"] = match_label(pred, spec.labels, mode=label_match)
-            typer.echo(json.dumps(rec, ensure_ascii=False))
+        with stream:
+            predict_stream(ck, input_lines(stream, source), source, task=task, generation=generation, write=write)
+    except BrokenPipeError:  # the reader went away (`| head -1`): a normal end of a pipeline
+        runs.silence_stdout()
     except user_errors() as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("alter: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def open_input(path: Path, what: str) -> Any:
+    """A user file opened for reading bytes; missing/unreadable -> one-line error, exit 2."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        fail(f"{what} {str(path)!r}: file not found")
+    except IsADirectoryError:
+        fail(f"{what} {str(path)!r}: is a directory")
+    except OSError as exc:
+        fail(f"{what} {str(path)!r}: cannot read ({exc.strerror or exc.__class__.__name__})")
 
 
 @app.command("version")

@@ -535,13 +535,17 @@ def evaluate_examples(
 
     Raises:
         ValueError / data.UnknownTaskError: an example of a task outside ``registry``, a reference
-        outside its label set, an empty example list.
+        outside its label set, an empty example list; data.DataError: max_length + max_new_tokens
+        beyond the model's positions (`models.check_positions`).
     """
     import torch
     from torch.utils.data import DataLoader
 
+    from .models import check_positions
+
     if not examples:
         raise ValueError("no examples to evaluate")
+    check_positions(model, max_length + max_new_tokens, "data.max_length + generation.max_new_tokens")
     task_ids = [registry.id(ex.task) for ex in examples]
     prompts = encode_prompts(tokenizer, [ex.input for ex in examples], is_seq2seq, prompt_format, max_length)
     order = [int(i) for i in np.argsort([-len(p) for p in prompts], kind="stable")]

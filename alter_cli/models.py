@@ -246,3 +246,16 @@ def load_base_model(name: str = DEFAULT_MODEL, gguf_file: str | None = None) -> 
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/"))
+
+
+def check_positions(model: Any, tokens: int, what: str) -> None:
+    """Refuse sequences longer than the model's learned/trained positions (GPT-2 `n_positions`,
+    Llama/Qwen `max_position_embeddings`; T5's relative positions have no limit): data.DataError."""
+    from .data import DataError
+
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        return
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and tokens > limit:
+        raise DataError(f"{what} = {tokens} tokens is more than the model's {limit} positions")

@@ -44,19 +44,6 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def check_positions(model: Any, tokens: int, what: str) -> None:
-    """Refuse sequences longer than the model's learned/trained positions (GPT-2 `n_positions`,
-    Llama/Qwen `max_position_embeddings`; T5's relative positions have no limit): data.DataError."""
-    from .data import DataError
-
-    config = model.config
-    if getattr(config, "is_encoder_decoder", False):
-        return
-    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-    if isinstance(limit, int) and tokens > limit:
-        raise DataError(f"{what} = {tokens} tokens is more than the model's {limit} positions")
-
-
 def predict_stream(ck: Any, lines: Iterable[tuple[int, str]], source: str, *, task: str | None,
                    generation: Any, write: Callable[[str], None]) -> int:
     """Predict for every input line and `write` one JSON line per input (the input object +
@@ -68,6 +55,7 @@ def predict_stream(ck: Any, lines: Iterable[tuple[int, str]], source: str, *, ta
     """
     from .data import DataError
     from .evaluate import encode_prompts, generate_texts, match_label, prediction_row
+    from .models import check_positions
 
     data_meta = ck.meta.get("data") or {}
     prompt_format = data_meta.get("prompt_format", "auto")

@@ -114,6 +114,18 @@ def _agree(state: Any, value: Any) -> Any:
     return value
 
 
+def probe_out_parent(out: Path) -> None:
+    """The folder that will hold `out` can be created and written; OutputFolderError otherwise (e.g.
+    `--out file.txt/run` under a regular file, a read-only folder), before any evaluation."""
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(prefix=f".{out.name}.probe-", dir=parent).cleanup()
+    except OSError as exc:
+        raise OutputFolderError(f"output folder {str(out)!r}: cannot write in {str(parent)!r} "
+                                f"({exc.strerror or exc.__class__.__name__})") from None
+
+
 def silence_stdout() -> None:
     """Point file descriptor 1 at /dev/null (after the reader of a pipe has gone), so that later
     prints and the interpreter's exit-time flush do not fail with BrokenPipeError."""

@@ -43,7 +43,7 @@ from .checkpoint import (
 from .config import MTAConfig
 from .data import Collator, Example, TaskBalancedSampler, TaskRegistry, encode_dataset
 from .inject import attach_mta, is_mta_param, optimizer_param_groups, set_trainable
-from .models import BaseModelRef, load_base_model
+from .models import BaseModelRef, check_positions, load_base_model
 from .mta import alpha_per_task, mta_layers, task_context
 
 
@@ -252,6 +252,7 @@ def _set_up_model(cfg: Any, stage: int, setup_model: Callable[[Any], ModelBundle
     tc = cfg.train
     set_seed(tc.seed)
     bundle = setup_model(cfg)
+    check_positions(bundle.model, cfg.data.max_length, "data.max_length")
     if tc.mixed_precision == "fp16" and bundle.is_seq2seq:
         raise TrainingError("mixed_precision fp16 is refused for T5 models (they overflow to NaN); use bf16 or no")
     if bundle.adapter is not None:
