@@ -350,6 +350,30 @@ def open_input(path: Path, what: str) -> Any:
         fail(f"{what} {str(path)!r}: cannot read ({exc.strerror or exc.__class__.__name__})")
 
 
+@app.command("check")
+def check(
+    config: Path = typer.Argument(..., help="YAML config of train-stage1, train-baseline, train-stage2 or eval."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, as in the command: --set train.max_steps=50"),
+    for_: str = typer.Option("auto", "--for", help="The command the config is for (auto: from its keys)."),
+) -> None:
+    """Validate a config and the data files / checkpoint records it names, as the command would,
+    without loading a model; one line `... config OK: ...` (exit 0) or one error line (exit 2)."""
+    from .checking import check_inputs, config_kind
+    from .config import Stage2Config
+
+    try:
+        kind = config_kind(read_text(config, "config"), for_)
+        if kind == "eval":
+            cfg = _eval_config(config, set_, {})
+        else:
+            cfg = load_config(config, set_, Stage2Config if kind == "train-stage2" else AlterConfig)
+            if kind == "train-stage2":
+                cfg.stage1 = relative_to(cfg.stage1, path_base(config, set_, "stage1"))
+        typer.echo(check_inputs(kind, cfg, read_text))
+    except user_errors() as exc:
+        fail(str(exc))
+
+
 @app.command("version")
 def version() -> None:
     """Print the version."""
