@@ -32,13 +32,14 @@ import torch
 from pydantic import ValidationError
 
 from . import __version__, per_task, swap
-from .config import ConfigError, MTAConfig, check_checkpoint_record
+from .config import ConfigError, MTAConfig
 from .data import TaskRegistry
 from .inject import add_shared_experts, attach_mta, is_mta_param, mta_state_dict
 from .models import BaseModelRef, ModelLoadError, load_base_model
 from .mta import mta_layers
 from .quiet import peft_quietly
 from .readers import ReadError, load_json
+from .records import check_checkpoint_record
 
 FORMAT_VERSION = 1
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -289,6 +289,8 @@ def eval_(
         text = read_text(Path(cfg.data.eval), "data.eval")
         quiet_libraries()
         runs.run_eval(cfg, sources, text, out, overwrite, state)
+    except BrokenPipeError:  # `alter eval ... | head`: the outputs are written; a normal end
+        runs.silence_stdout()
     except user_errors() as exc:
         fail(str(exc))
 
@@ -318,8 +320,9 @@ def predict(
         try:
             generation = GenerateConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                         label_match=label_match)
-        except ValidationError as exc:
-            raise ConfigError(f"alter predict: {format_validation_error(exc).replace('config: ', '--')}") from None
+        except ValidationError as exc:  # `config: batch_size: ...` -> `--batch-size: ...`
+            key, _, msg = format_validation_error(exc).removeprefix("config: ").partition(": ")
+            raise ConfigError(f"alter predict: --{key.replace('_', '-')}: {msg}") from None
         source = "<stdin>" if input_file == "-" else input_file
         stream = sys.stdin.buffer if input_file == "-" else open_input(Path(input_file), "input")
         quiet_libraries()

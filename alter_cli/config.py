@@ -82,7 +82,7 @@ def magnitude_at_most(limit: float, reason: str) -> AfterValidator:
 
 
 # Size limits (issue 15 item 12): each bounds the memory or time a value implies; the message names it.
-MAX_SAMPLES = 2**26        # the task-balanced sampler holds one int64 index per sample drawn (~0.5 GB)
+MAX_SAMPLES = 2**26        # the task-balanced sampler holds an int64 index per sample (0.5 GB; ~1.5 GB while built)
 MAX_BATCH = 65536          # samples in one micro-batch / generation batch (rows of activations)
 MAX_TOKENS_PER_BATCH = 2**21  # batch_size × max_length: activations beyond any accelerator's memory
 MAX_LENGTH = 2**20         # tokens of one sequence (prompt + target, or new tokens)
@@ -471,63 +471,3 @@ def relative_to(path: str | None, base: Path) -> str | None:
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else (base / p))
 
-
-# --------------------------------------------------------------------- records read back from checkpoints
-class _Record(BaseModel):
-    """A JSON record alter wrote and reads back (a checkpoint's adapter_config.json / alter_baseline.json):
-    the types of the fields alter uses are checked (a hand-edited file gives one line, not a traceback);
-    fields it does not use are kept as they are."""
-
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
-
-
-class BaseModelRecord(_Record):
-    name: str = Field(min_length=1)
-    gguf_file: str | None = None
-    config_hash: str | None = None
-
-
-class TaskRecord(_Record):
-    name: str = Field(min_length=1)
-    kind: Literal["classify", "nli", "generate"]
-    labels: list[str] | None = None
-
-
-class RegistryRecord(_Record):
-    tasks: list[TaskRecord] = Field(min_length=1)
-
-
-class DataRecord(_Record):
-    prompt_format: Literal["auto", "chat", "plain"] = "auto"
-    max_length: Length = Field(512, ge=8)
-    max_target_length: Length = Field(128, ge=1)
-
-
-class CheckpointRecord(_Record):
-    """adapter_config.json (MTA stages 1/2) or alter_baseline.json (LoRA baseline, stage 0)."""
-
-    format_version: int
-    stage: int = Field(0, ge=0, le=2)
-    step: int = Field(0, ge=0)
-    base_model: BaseModelRecord
-    registry: RegistryRecord
-    mta_config: dict[str, Any] | None = None
-    has_shared_experts: bool = False
-    data: DataRecord | None = None
-    backbone_weights: str | None = None
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _data_object(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("must be an object (prompt_format, max_length, max_target_length)")
-        return value
-
-
-def check_checkpoint_record(meta: Any, where: str) -> None:
-    """Raise ConfigError `where: key: problem` when a checkpoint's JSON record has a field of the wrong
-    type or value (issue 15 item 12: hand-edited checkpoint JSON)."""
-    try:
-        CheckpointRecord.model_validate(meta)
-    except ValidationError as exc:
-        raise ConfigError(f"{where}: {format_validation_error(exc).removeprefix('config: ')}") from None

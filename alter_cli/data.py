@@ -305,10 +305,11 @@ class TaskBalancedSampler(Sampler[int]):
             passes = -(-len(where) // len(members))
             perm = torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(passes)])
             order[where] = perm[: len(where)]
-        self.order = order.tolist()
+        self.order = order  # int64 tensor (8 bytes a sample; a Python list would take ~36)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
+        for chunk in self.order.split(1 << 16):
+            yield from chunk.tolist()
 
     def __len__(self) -> int:
         return self.num_samples

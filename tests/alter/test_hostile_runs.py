@@ -101,7 +101,7 @@ def test_predict_streams_batch_by_batch_and_keeps_line_separators(trained):
 
 def test_predict_sizes_are_bounded(trained):
     one_line_error(runner.invoke(app, ["predict", str(trained["s1"]), "--task", "copy", "--batch-size",
-                                       "1000000000000"], input="ab\n"), "batch_size", "65536")
+                                       "1000000000000"], input="ab\n"), "--batch-size", "65536")
     one_line_error(runner.invoke(app, ["predict", str(trained["s1"]), "--task", "copy", "--max-new-tokens",
                                        "1000"], input="ab\n"), "max_new_tokens", "256 positions")
 
