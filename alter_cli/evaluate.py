@@ -387,7 +387,8 @@ def generate_texts(
         N decoded strings (special tokens skipped, surrounding whitespace stripped).
 
     Raises:
-        ValueError: length mismatch, an empty prompt, or a non-positive batch size / beam count.
+        ValueError: length mismatch, an empty prompt, or a non-positive batch size / beam count;
+        data.DataError: a prompt + max_new_tokens longer than the model's positions.
     """
     import torch
 
@@ -397,6 +398,9 @@ def generate_texts(
         raise ValueError("batch_size, num_beams and max_new_tokens must be >= 1")
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt")
+    from .models import check_positions
+
+    check_positions(model, max(len(p) for p in prompts) + max_new_tokens, "the longest prompt + max_new_tokens")
     context = task_context if task_context is not None else default_task_context(model)
     encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
     eos_id = tokenizer.eos_token_id
@@ -535,17 +539,14 @@ def evaluate_examples(
 
     Raises:
         ValueError / data.UnknownTaskError: an example of a task outside ``registry``, a reference
-        outside its label set, an empty example list; data.DataError: max_length + max_new_tokens
-        beyond the model's positions (`models.check_positions`).
+        outside its label set, an empty example list; data.DataError: a prompt + max_new_tokens
+        beyond the model's positions (`generate_texts`).
     """
     import torch
     from torch.utils.data import DataLoader
 
-    from .models import check_positions
-
     if not examples:
         raise ValueError("no examples to evaluate")
-    check_positions(model, max_length + max_new_tokens, "data.max_length + generation.max_new_tokens")
     task_ids = [registry.id(ex.task) for ex in examples]
     prompts = encode_prompts(tokenizer, [ex.input for ex in examples], is_seq2seq, prompt_format, max_length)
     order = [int(i) for i in np.argsort([-len(p) for p in prompts], kind="stable")]

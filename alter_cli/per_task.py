@@ -67,12 +67,15 @@ def load_task_adapters(base_model: Any, folders: Mapping[str, str | Path], task_
     task without a folder and PEFT's errors for a bad adapter."""
     from peft import PeftModel
 
+    from .quiet import peft_quietly
+
     missing = [t for t in task_order if t not in folders]
     if missing:
         raise KeyError(f"no adapter for task {missing[0]!r}")
     first, *rest = task_order
-    model = PeftModel.from_pretrained(base_model, str(folders[first]), adapter_name=adapter_name(first),
-                                      is_trainable=False)
+    with peft_quietly():
+        model = PeftModel.from_pretrained(base_model, str(folders[first]), adapter_name=adapter_name(first),
+                                          is_trainable=False)
     for task in rest:
         model.load_adapter(str(folders[task]), adapter_name=adapter_name(task), is_trainable=False)
     model.requires_grad_(False)

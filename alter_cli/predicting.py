@@ -55,12 +55,10 @@ def predict_stream(ck: Any, lines: Iterable[tuple[int, str]], source: str, *, ta
     """
     from .data import DataError
     from .evaluate import encode_prompts, generate_texts, match_label, prediction_row
-    from .models import check_positions
 
     data_meta = ck.meta.get("data") or {}
     prompt_format = data_meta.get("prompt_format", "auto")
     max_length = data_meta.get("max_length", 512)
-    check_positions(ck.model, max_length + generation.max_new_tokens, "data.max_length + max_new_tokens")
     if task is not None:
         ck.registry.id(task)
     n = 0

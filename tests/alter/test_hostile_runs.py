@@ -102,8 +102,9 @@ def test_predict_streams_batch_by_batch_and_keeps_line_separators(trained):
 def test_predict_sizes_are_bounded(trained):
     one_line_error(runner.invoke(app, ["predict", str(trained["s1"]), "--task", "copy", "--batch-size",
                                        "1000000000000"], input="ab\n"), "--batch-size", "65536")
-    one_line_error(runner.invoke(app, ["predict", str(trained["s1"]), "--task", "copy", "--max-new-tokens",
-                                       "1000"], input="ab\n"), "max_new_tokens", "256 positions")
+    res = runner.invoke(app, ["predict", str(trained["s1"]), "--task", "copy", "--max-new-tokens", "1000"],
+                        input="ab\n")
+    one_line_error(res, "longest prompt + max_new_tokens", "256 positions")
 
 
 def test_eval_out_under_a_regular_file_fails_before_evaluating(trained, tmp_path):
