@@ -13,7 +13,7 @@ factor 2π (here in 1/nm: ``distance`` = our path distance / 2π); frequencies i
 negative); masses in atomic mass units. The moiré crystal is 2D: the file's cell gets a third
 vector c = (0, 0, 1 nm), a placeholder that no number in the file depends on except c*; q-points
 and positions have a zero third component. Sites are written as phonopy's dummy species "X" with
-the carrier mass. Extra header keys (``calculator``, ``length_unit``, ``frequency_unit``) are
+the carrier mass. Eigenvectors (optional, as in phonopy) have x, y and a zero z per site. Extra header keys (``calculator``, ``length_unit``, ``frequency_unit``) are
 ignored by phonopy's readers.
 """
 
@@ -49,7 +49,7 @@ def _q(s: str) -> str:
 
 
 def band_yaml_text(path: BandPath, crystal: Crystal, frequencies_meV: np.ndarray, mass: float,
-                   comment: dict | None = None) -> str:
+                   comment: dict | None = None, eigenvectors: np.ndarray | None = None) -> str:
     """The band.yaml text for bands on ``path``.
 
     Args:
@@ -58,13 +58,20 @@ def band_yaml_text(path: BandPath, crystal: Crystal, frequencies_meV: np.ndarray
         frequencies_meV: (N_q, 2n) ħω in meV along ``path`` (negative = imaginary).
         mass: carrier mass in m₀ (written in amu).
         comment: extra header keys (strings or numbers), written first.
+        eigenvectors: optional (N_q, 2n, 2n) complex, column s = mode s, row 2κ + α, in phonopy's
+            phase convention (e^{iq·(R + τ_κ′ − τ_κ)}, as ours); written per band as phonopy does,
+            [re, im] for x, y and a zero z per site.
 
     Raises:
-        ValueError: frequencies do not match the path.
+        ValueError: frequencies or eigenvectors do not match the path.
     """
     f = np.asarray(frequencies_meV, dtype=float)
     if f.ndim != 2 or f.shape[0] != len(path.q):
         raise ValueError(f"frequencies shape {f.shape} does not match {len(path.q)} path q-points")
+    if eigenvectors is not None:
+        eigenvectors = np.asarray(eigenvectors)
+        if eigenvectors.shape != (f.shape[0], f.shape[1], f.shape[1]):
+            raise ValueError(f"eigenvectors shape {eigenvectors.shape} does not match frequencies {f.shape}")
     thz = convert_frequency(f, "THz")
     label_of = dict(path.labels)
     segments = path.segments
@@ -100,5 +107,11 @@ def band_yaml_text(path: BandPath, crystal: Crystal, frequencies_meV: np.ndarray
             for k, w in enumerate(thz[j]):
                 lines.append(f"  - # {k + 1}")
                 lines.append(f"    frequency: {w:15.10f}")
+                if eigenvectors is not None:
+                    lines.append("    eigenvector:")
+                    for atom in range(len(crystal.basis)):
+                        lines.append(f"    - # atom {atom + 1}")
+                        for c in (*eigenvectors[j, 2 * atom : 2 * atom + 2, k], 0j):
+                            lines.append(f"      - [ {c.real:17.14f}, {c.imag:17.14f} ]")
             lines.append("")
     return "\n".join(lines) + "\n"

@@ -353,7 +353,8 @@ class PathPoint(_Section):
 
 class PathConfig(_Section):
     """Band path: names of high-symmetry points (G, M, K, K' or G, X, S, Y) and/or explicit
-    {label, frac} points; None = Γ–M–K–Γ (hexagonal) or Γ–X–S–Y–Γ (rectangular)."""
+    {label, frac} points, "|" between two pieces (a break, as in phonopy; see band_path.py);
+    None = Γ–M–K–Γ (hexagonal) or Γ–X–S–Y–Γ (rectangular)."""
 
     points: list[str | PathPoint] | None = None
     n_per_segment: int = Field(60, ge=2, le=100000)

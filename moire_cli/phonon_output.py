@@ -76,7 +76,8 @@ def write_phonons(folder: Path, run: PhononRun) -> None:
     output.write_text(
         folder / "band.yaml",
         band_yaml_text(path, cr, res.path_frequencies, cfg.mass,
-                       comment={"calculator": "moire", "length_unit": "nm", "frequency_unit": "THz"}),
+                       comment={"calculator": "moire", "length_unit": "nm", "frequency_unit": "THz"},
+                       eigenvectors=res.path_eigenvectors),
     )
     if cfg.output.plot:
         for name, fig in phonon_figures(run):

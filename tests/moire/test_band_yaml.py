@@ -109,6 +109,12 @@ def test_moire_phonons_writes_band_yaml_with_a_break(tmp_path):
     rows = [0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 8, 9, 10, 11, 12, 13]
     np.testing.assert_allclose(first, convert_frequency(arrays["path_frequencies_meV"][rows, 0], "THz"), atol=5e-11)
     np.testing.assert_array_equal(arrays["path_distance"][9:11], arrays["path_distance"][9])  # no advance
+    # Eigenvectors as phonopy writes them: per band, per atom, [re, im] of x, y, z (z = 0 here).
+    ev = np.array([[b["eigenvector"] for b in p["band"]] for p in data["phonon"]])  # (q, band, atom, 3, 2)
+    assert ev.shape == (16, 2, 1, 3, 2)
+    ours = arrays["path_eigenvectors"][rows]  # (q, 2n, modes)
+    np.testing.assert_allclose(ev[:, :, 0, :2, 0] + 1j * ev[:, :, 0, :2, 1], np.swapaxes(ours, 1, 2), atol=1e-13)
+    np.testing.assert_array_equal(ev[:, :, 0, 2], 0.0)
 
 
 @pytest.mark.parametrize("points", ['["|", "G", "M"]', '["G", "M", "|", "K"]'])
