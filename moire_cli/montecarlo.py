@@ -18,7 +18,7 @@ The non-Coulomb remainders
 background and the self-image term are constants and drop out of every energy difference.
 
 Measurements (every ``measure_every`` sweeps, after ``equilibration`` sweeps with step sizes tuned to
-an acceptance of ~0.5): the energy per particle, ⟨u²⟩ about the ideal sites (the centre of mass
+an acceptance of ~0.5, at most half the neighbour distance): the energy per particle, ⟨u²⟩ about the ideal sites (the centre of mass
 removed for an unpinned crystal, whose q = 0 mode is free), the single-site and relative
 (nearest-neighbour bond) Lindemann ratios as in `moire_cli.lindemann`, and the bond-orientational
 order Ψ₆ = |N⁻¹ Σ_i ψ₆,i|, ψ₆,i = mean over the Delaunay neighbours j of e^{6iθ_ij} (periodic
@@ -335,7 +335,7 @@ def run_monte_carlo(
         acc_sweep /= n
         if sweep < equilibration:
             if sweep % 5 == 4:  # tune the step towards an acceptance of 0.5
-                step *= np.clip(np.exp(acc_sweep - 0.5), 0.5, 2.0)
+                step = np.minimum(step * np.clip(np.exp(acc_sweep - 0.5), 0.5, 2.0), 0.5 * sc.a)  # ≤ a/2
             continue
         accepted += acc_sweep
         k = sweep - equilibration
