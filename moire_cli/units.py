@@ -47,6 +47,9 @@ MEV_TO_THZ: float = _MEV / _c.h / 1e12
 #: 1 meV in cm⁻¹ (wavenumber E/(hc)).
 MEV_TO_INV_CM: float = _MEV / (_c.h * _c.c) / 100.0
 
+#: k_B²/ħ in W/K² (thermal Hall conductance per layer = (k_B²T/ħ) × dimensionless).
+KB2_OVER_HBAR_W_PER_K2: float = _c.k**2 / _c.hbar
+
 FREQUENCY_UNITS: dict[str, float] = {"meV": 1.0, "THz": MEV_TO_THZ, "cm-1": MEV_TO_INV_CM}
 
 
