@@ -33,12 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moire_cli.gyroscopic import DEGENERACY_RTOL, gyroscopic_modes
 from moire_cli.units import HBAR2_OVER_M0_MEV_NM2
-
-try:  # the chirality split (gyroscopic.py) — either layout works
-    from moire_cli.gyroscopic import DEGENERACY_RTOL, gyroscopic_modes
-except ImportError:  # pragma: no cover - before the split
-    from moire_cli.chirality import DEGENERACY_RTOL, gyroscopic_modes
 
 #: Polarisations, in the order of the output columns.
 POLARIZATIONS: tuple[str, ...] = ("sigma+", "sigma-", "x", "y")
@@ -71,7 +67,7 @@ def circular_basis(frequencies: np.ndarray, u: np.ndarray, *, rtol: float = DEGE
     """Rotate each degenerate multiplet of Γ modes into eigenvectors of the rotation generator.
 
     Inside a multiplet (|Δω| ≤ rtol·max ω) the modes are Krein-orthonormal, u_a†(2ω − G)u_b = δ_ab, so
-    the Hermitian matrix L_ab = 2ω u_a†(iJ)u_b (the kinetic l_z, :func:`chirality.angular_momentum`)
+    the Hermitian matrix L_ab = 2ω u_a†(iJ)u_b (the kinetic l_z of :func:`moire_cli.chirality.angular_momentum`)
     is diagonalised by a unitary that keeps the normalisation.
 
     Args:

@@ -9,11 +9,7 @@ import pytest
 
 from moire_cli import crystals, dynamics, optics, potentials
 from moire_cli.config import load_config
-
-try:
-    from moire_cli.gyroscopic import cyclotron_energy
-except ImportError:  # before the chirality split
-    from moire_cli.chirality import cyclotron_energy
+from moire_cli.gyroscopic import cyclotron_energy
 
 from .spring_model import honeycomb, triangular
 

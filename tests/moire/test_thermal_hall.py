@@ -8,13 +8,9 @@ import pytest
 from scipy import integrate
 
 from moire_cli import thermal_hall as th
+from moire_cli.gyroscopic import gyroscopic_modes
+from moire_cli.topology import berry_curvature_mesh
 from moire_cli.units import K_B_MEV_PER_K
-
-try:
-    from moire_cli.gyroscopic import gyroscopic_modes
-    from moire_cli.topology import berry_curvature_mesh
-except ImportError:  # before the chirality split
-    from moire_cli.chirality import berry_curvature_mesh, gyroscopic_modes
 
 from .spring_model import gamma_grid, honeycomb
 
