@@ -47,7 +47,8 @@ def c2_weight(x: np.ndarray) -> np.ndarray:
     xs = x[small]
     with np.errstate(divide="ignore", invalid="ignore"):
         ls = np.log(xs)
-        ser = xs * (ls**2 - 2 * ls + 2) - xs**2 * (ls - 0.5) + xs**3 * (ls + 2.0 / 3.0) / 3
+        xc = np.where(xs > 1e-100, xs, 0.0)  # corrections vanish; avoid denormal arithmetic
+        ser = xs * ((ls - 1) ** 2 + 1 - xc * (ls - 0.5) + xc**2 * (ls + 2.0 / 3.0) / 3)
     out[small] = np.where(xs > 0, ser, 0.0)
     xb = x[~small]
     inf = np.isinf(xb)
@@ -61,7 +62,7 @@ def c2_weight(x: np.ndarray) -> np.ndarray:
 def bose_occupation(frequencies_meV: np.ndarray, temperature_K: np.ndarray) -> np.ndarray:
     """n_B = 1/(e^{ħω/k_BT} − 1), broadcasting ``temperature_K`` (N_T,) against ħω (...): (N_T, ...).
 
-    T = 0 gives 0. Raises ValueError for ħω ≤ 0 or T < 0.
+    T = 0 gives 0 (ħω/k_BT is capped at 700, n_B ≈ 1e-304). Raises ValueError for ħω ≤ 0 or T < 0.
     """
     w = np.asarray(frequencies_meV, dtype=float)
     t = np.atleast_1d(np.asarray(temperature_K, dtype=float))
@@ -70,9 +71,8 @@ def bose_occupation(frequencies_meV: np.ndarray, temperature_K: np.ndarray) -> n
     if np.any(~(t >= 0)):
         raise ValueError("temperatures must be ≥ 0 K")
     beta = np.where(t > 0, 1 / (K_B_MEV_PER_K * np.where(t > 0, t, 1.0)), np.inf)
-    x = beta.reshape((-1,) + (1,) * w.ndim) * w
-    with np.errstate(over="ignore"):
-        return 1 / np.expm1(x)
+    x = np.minimum(beta.reshape((-1,) + (1,) * w.ndim) * w, 700.0)  # n_B < 1e-304 there: no overflow
+    return np.where(t.reshape((-1,) + (1,) * w.ndim) > 0, 1 / np.expm1(x), 0.0)
 
 
 @dataclass(frozen=True)
