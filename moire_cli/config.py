@@ -409,6 +409,62 @@ class ChiralityConfig(_Section):
         return -1 if carrier == "electron" else 1
 
 
+class OpticsConfig(_Section):
+    """Optical activity of the Γ phonons (spec §9; opt-in: give ``optics: {}``): Lorentzian half width
+    (meV) and the photon-energy grid of absorption.csv (None = the Γ lines ± 10 widths)."""
+
+    broadening_meV: float = Field(0.2, gt=0, le=1000)
+    n_energies: int = Field(801, ge=10, le=100000)
+    energy_range_meV: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> OpticsConfig:
+        if self.energy_range_meV is not None and not 0 <= self.energy_range_meV[0] < self.energy_range_meV[1]:
+            raise ValueError("optics.energy_range_meV must be [low, high] with 0 ≤ low < high")
+        return self
+
+
+class AnharmonicDecayConfig(_Section):
+    """Three-phonon decay of the Γ phonons into (q, s₁) + (−q, s₂) (spec §10; opt-in): its own full mesh,
+    the Gaussian width σ (meV) of energy conservation, the temperatures (K) of the thermal factor
+    1 + n₁ + n₂ (the first one is used for decay.png), and whether to resolve the products' Berry
+    curvature (five times the mode work)."""
+
+    mesh: tuple[int, int] = (24, 24)
+    sigma_meV: float = Field(0.3, gt=0, le=100)
+    temperatures_K: list[float] = Field(default_factory=lambda: [0.0, 10.0, 30.0], min_length=1, max_length=100)
+    berry_curvature: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> AnharmonicDecayConfig:
+        if min(self.mesh) < 2 or max(self.mesh) > 192:
+            raise ValueError("anharmonic_decay.mesh entries must be between 2 and 192")
+        if any(not 0 <= t <= 1e5 for t in self.temperatures_K):
+            raise ValueError("anharmonic_decay.temperatures_K must lie in [0, 1e5] K")
+        return self
+
+
+class ThermalHallConfig(_Section):
+    """Phonon thermal Hall conductivity κ_xy(T) (spec §11; opt-in): num temperatures from start to stop (K),
+    on ``mesh`` (None = mesh.size, reusing the chirality mesh)."""
+
+    start_K: float = Field(1.0, ge=0)
+    stop_K: float = Field(100.0, gt=0, le=1e5)
+    num: int = Field(60, ge=2, le=10000)
+    mesh: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ThermalHallConfig:
+        if self.start_K >= self.stop_K:
+            raise ValueError("thermal_hall.start_K must be below stop_K")
+        if self.mesh is not None and (min(self.mesh) < 2 or max(self.mesh) > 512):
+            raise ValueError("thermal_hall.mesh entries must be between 2 and 512")
+        return self
+
+    def values(self) -> np.ndarray:
+        return np.linspace(self.start_K, self.stop_K, self.num)
+
+
 #: Most (mesh q-points × sites²) of one phonons run (two sites, 128×128: 0.2 GB, 12 s measured).
 MAX_MESH_WORK = 256 * 256 * 4
 
@@ -421,6 +477,9 @@ class PhononsConfig(SystemConfig):
     mesh: MeshConfig = MeshConfig()
     output: OutputConfig = OutputConfig()
     chirality: ChiralityConfig = ChiralityConfig()
+    optics: OpticsConfig | None = None
+    anharmonic_decay: AnharmonicDecayConfig | None = None
+    thermal_hall: ThermalHallConfig | None = None
 
     @model_validator(mode="after")
     def _check_mesh_size(self) -> PhononsConfig:

@@ -79,6 +79,10 @@ def write_phonons(folder: Path, run: PhononRun) -> None:
                        comment={"calculator": "moire", "length_unit": "nm", "frequency_unit": "THz"},
                        eigenvectors=res.path_eigenvectors),
     )
+    if run.generation is not None:
+        from moire_cli.chiral_generation_output import write_chiral_generation
+
+        write_chiral_generation(folder, run.generation, cfg.output.plot, f"{cr.name}, B = {cfg.chirality.magnetic_field_T:g} T")
     if cfg.output.plot:
         for name, fig in phonon_figures(run):
             output.save_figure(fig, folder / name)

@@ -33,6 +33,8 @@ class PhononRun:
         path: the band path (q, distance, labels, pieces between breaks).
         warnings: lines for the user (harmonic expansion marginal, saddle point).
         summary: the JSON-ready digest written as summary.json.
+        generation: the opted-in chiral-phonon generation steps (optics, anharmonic decay, thermal
+            Hall; :mod:`moire_cli.chiral_generation`), None when no such section is configured.
     """
 
     config: PhononsConfig
@@ -42,6 +44,7 @@ class PhononRun:
     path: BandPath
     warnings: list[str]
     summary: dict
+    generation: object | None = None
 
 
 def run_phonons(cfg: PhononsConfig, log: Callable[[str], None] | None = None) -> PhononRun:
@@ -75,7 +78,12 @@ def run_phonons(cfg: PhononsConfig, log: Callable[[str], None] | None = None) ->
             f"(lowest eigenvalue {res.relax.min_hessian_eigenvalue:.3g} meV/nm²): a saddle point"
         )
     summary = phonons_summary(cfg, model, res, chiral, labels, warnings)
-    return PhononRun(cfg, model, res, chiral, path, warnings, summary)
+    from moire_cli.chiral_generation import run_chiral_generation
+
+    generation = run_chiral_generation(cfg, res, chiral, chiral.omega_c)
+    if generation is not None:
+        summary.update(generation.summary)
+    return PhononRun(cfg, model, res, chiral, path, warnings, summary, generation)
 
 
 def _chirality(cfg: PhononsConfig, res: dynamics.PhononResult):
