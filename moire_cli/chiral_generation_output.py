@@ -86,12 +86,14 @@ def _absorption_figure(gen: ChiralGeneration, title: str):
 
 
 def _decay_figure(gen: ChiralGeneration, title: str):
-    """Zone map of the decay of the brightest σ+ Γ line (first temperature), tiled into the first zone."""
+    """Zone map of the decay of the σ+ Γ line with the largest f_σ+ · Γ (the brightest one if none decays),
+    at the first temperature, tiled into the first zone."""
     from matplotlib.patches import Polygon
 
     plt = _pyplot()
     d, o = gen.decay, gen.optics
-    p = int(np.argmax(o.oscillator_strengths["sigma+"]))
+    f = o.oscillator_strengths["sigma+"]
+    p = int(np.argmax(f * d.rates[0])) if np.any(d.rates[0] * f > 0) else int(np.argmax(f))
     values = d.zone_map[0, p] * d.mesh_points  # rate density (meV per unit zone fraction)
     cr = gen.reciprocal
     n1, n2 = gen.decay_mesh
@@ -105,7 +107,7 @@ def _decay_figure(gen: ChiralGeneration, title: str):
     for s1 in (-1, 0):
         for s2 in (-1, 0):
             q = (frac + [s1, s2]) @ cr
-            sc = ax.scatter(q[:, 0], q[:, 1], c=values, s=12, cmap="magma", vmin=0, vmax=vmax, marker="h", linewidths=0)
+            sc = ax.scatter(q[:, 0], q[:, 1], c=values, s=2.2e4 / (n1 * n2), cmap="magma", vmin=0, vmax=vmax, marker="h", linewidths=0)
             sc.set_clip_path(patch)
     ext = 1.05 * np.max(np.abs(zone), axis=0)
     ax.set_xlim(-ext[0], ext[0])

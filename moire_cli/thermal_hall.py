@@ -160,7 +160,8 @@ def thermal_hall_conductivity(
     t = np.atleast_1d(np.asarray(temperatures_K, dtype=float))
     weight = c2_weight(bose_occupation(f.reshape(n1 * n2, -1), t))  # (N_T, P, 2n)
     per_band = -np.einsum("tps,ps->ts", weight, phase) / (2 * np.pi) ** 2
-    total = per_band.sum(axis=1)
+    per_band = np.where(np.abs(per_band) < 1e-300, 0.0, per_band)  # no −0 or denormal noise at T → 0
+    total = per_band.sum(axis=1) + 0.0
     return ThermalHall(
         t,
         total,
