@@ -366,9 +366,10 @@ def three_phonon_decay(
     weight = np.abs(v3) ** 2 * delta  # (P, N_q, s1, s2), meV
     t = np.atleast_1d(np.asarray(temperatures_K, dtype=float))
     occ = 1 + bose_occupation(f1, t)[:, :, :, None] + bose_occupation(f2, t)[:, :, None, :]  # (N_T, N_q, s1, s2)
-    dens = 0.5 * np.pi / len(q) * weight[None] * occ[:, None]  # (N_T, P, N_q, s1, s2)
-    rates = dens.sum(axis=(2, 3, 4))
-    side1, side2 = dens.sum(axis=4), dens.sum(axis=3)  # (N_T, P, N_q, 2n)
+    weight *= 0.5 * np.pi / len(q)
+    side1 = np.einsum("pqab,tqab->tpqa", weight, occ)  # (N_T, P, N_q, 2n): product (q, s₁) side
+    side2 = np.einsum("pqab,tqab->tpqb", weight, occ)  # product (−q, s₂) side
+    rates = side1.sum(axis=(2, 3))
     valley = valley_labels(model.crystal, q) if model.crystal.is_hexagonal else np.zeros(len(q), dtype=int)
     valley_m = valley_labels(model.crystal, -q) if model.crystal.is_hexagonal else valley
     vq, vm = np.eye(3)[valley], np.eye(3)[valley_m]  # (N_q, 3)

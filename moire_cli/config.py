@@ -432,7 +432,7 @@ class AnharmonicDecayConfig(_Section):
 
     mesh: tuple[int, int] = (24, 24)
     sigma_meV: float = Field(0.3, gt=0, le=100)
-    temperatures_K: list[float] = Field(default_factory=lambda: [0.0, 10.0, 30.0], min_length=1, max_length=100)
+    temperatures_K: list[float] = Field(default_factory=lambda: [0.0, 10.0, 30.0], min_length=1, max_length=20)
     berry_curvature: bool = False
 
     @model_validator(mode="after")
