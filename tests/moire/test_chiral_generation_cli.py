@@ -19,6 +19,7 @@ SMALL = [
     "--set", "path.n_per_segment=6",
     "--set", "anharmonic_decay.mesh=[12, 12]",
     "--set", "thermal_hall.num=8",
+    "--set", "thermal_hall.mesh=[12, 12]",
 ]  # fmt: skip
 
 
