@@ -35,7 +35,9 @@ def _error(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; a usage error (missing argument, unknown option) is one line
+    `alter: error: …` with exit code 2."""
     missing = missing_extra()
     if missing:
         _error(f"error: alter needs the 'alter' extra ({', '.join(missing)} not installed): {INSTALL_HINT}", 2)
@@ -45,10 +47,45 @@ def main() -> None:
         _error("interrupted", 130)
     except ImportError as exc:  # a broken install of one of the extra's packages
         _error(f"error: cannot import {exc.name or 'a dependency'} ({exc.__class__.__name__}); {INSTALL_HINT}", 2)
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    _readable_help(cmd)
     try:
-        app()
+        code = cmd.main(args=sys.argv[1:] if argv is None else argv, prog_name="alter", standalone_mode=False)
     except KeyboardInterrupt:
         _error("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - only click's usage errors are handled here
+        if not any(c.__name__ == "UsageError" for c in type(exc).__mro__):
+            raise
+        if not exc.format_message():  # `alter` alone: the help screen was the answer
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _error(f"error: {exc.format_message()}{where}", 2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _readable_help(cmd) -> None:
+    """Help screens as a person reads them: flags without a type, `--set KEY=VALUE`, names upper-case."""
+    for sub in getattr(cmd, "commands", {}).values():
+        _readable_help(sub)
+    make_help_option = cmd.get_help_option
+
+    def flag_help_option(ctx, _make=make_help_option):
+        option = _make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    cmd.get_help_option = flag_help_option
+    for param in getattr(cmd, "params", []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.name in ("set", "set_"):
+            param.metavar = "KEY=VALUE"
+        elif param.metavar is None:
+            param.metavar = param.name.upper()
 
 
 if __name__ == "__main__":
