@@ -85,10 +85,13 @@ def test_backbone_weights_outside_the_checkpoint_is_refused(tmp_path, tiny_llama
     meta = json.loads((out / "adapter_config.json").read_text())
     assert meta["backbone_weights"] == "backbone_model.safetensors"
     (out / "checkpoint_manifest.json").unlink()  # hand-edited below
-    for name in ("../outside.safetensors", "/etc/passwd", ".hidden", "sub/backbone.safetensors", "link.safetensors",
-                 ["backbone_model.safetensors"]):
+    for name in ("../outside.safetensors", "/etc/passwd", ".hidden", "sub/backbone.safetensors", "link.safetensors"):
         (out / "adapter_config.json").write_text(json.dumps({**meta, "backbone_weights": name}))
         with pytest.raises(CheckpointError, match="is not a file inside the checkpoint folder"):
             load_checkpoint(out)
+    # not a string at all: the record schema refuses it first, also in one line
+    (out / "adapter_config.json").write_text(json.dumps({**meta, "backbone_weights": ["backbone_model.safetensors"]}))
+    with pytest.raises(CheckpointError, match="backbone_weights: Input should be a valid string"):
+        load_checkpoint(out)
     (out / "adapter_config.json").write_text(json.dumps(meta))
     assert load_checkpoint(out).stage == 1
