@@ -86,3 +86,19 @@ def test_bad_input_is_refused():
         mc.build_supercell(_hole().crystal, (1, 4))
     with pytest.raises(ValueError, match="blocks"):
         mc.run_monte_carlo(_hole(), [1.0], supercell=(2, 2), sweeps=30, blocks=4, psi6_every=10)
+
+
+def test_random_and_continued_starts():
+    m = _hole(V=0.0)
+    run = dict(supercell=(4, 4), sweeps=40, equilibration=10, blocks=4, psi6_every=10)
+    hot = mc.run_monte_carlo(m, [2000.0, 2000.0], seed=3, initial="random", **run)
+    assert np.all(hot.psi6 < 0.5) and hot.positions.shape == (2, 16, 2)
+    # energies stay relative to the ideal crystal whatever the start: a hot fluid lies above it
+    assert np.all(hot.energy > 0)
+    cold = mc.run_monte_carlo(m, [1.0, 1.0], seed=3, initial=np.broadcast_to(
+        mc.build_supercell(m.crystal, (4, 4)).sites, (2, 16, 2)), **run)
+    assert np.all(cold.psi6 > 0.95)
+    with pytest.raises(ValueError, match="initial"):
+        mc.run_monte_carlo(m, [1.0], seed=3, initial="liquid", **run)
+    with pytest.raises(ValueError, match="shape"):
+        mc.run_monte_carlo(m, [1.0], seed=3, initial=np.zeros((2, 16, 2)), **run)
