@@ -29,6 +29,9 @@ unstable in this approximation (the pinned crystal depins). T* is reported besid
 as a second melting criterion; it is located by bisection to ``t_rtol`` (relative), a little low
 close to T* where the iteration slows down (critical slowing down of the fixed point).
 
+Layout: the stacked sweep points, the Gaussian-averaged force constants and one step of the map are
+in `moire_cli.scha_map`; here the Anderson-accelerated solve, the sweep, T* and T_m.
+
 Units: ħω meV, ħ²D meV², m in m₀, lengths nm, T K. Constants from `moire_cli.units`.
 """
 
@@ -40,249 +43,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from moire_cli import lindemann
-from moire_cli.units import HBAR2_OVER_M0_MEV_NM2, K_B_MEV_PER_K
+from moire_cli.scha_map import Stack, bonds_within_shells, stacks, step  # noqa: F401 (bonds_within_shells re-exported)
 
 METHOD = "self-consistent"
-#: Gauss–Hermite (probabilists') 3-point rule: nodes in units of σ, weights.
-_GH_NODES = np.array([-np.sqrt(3.0), 0.0, np.sqrt(3.0)])
-_GH_WEIGHTS = np.array([1 / 6, 2 / 3, 1 / 6])
 #: Most complex elements of one (batch chunk, q, 2n, 2n) work array.
 _MAX_ELEMENTS = 3_000_000
 #: ħω² below this fraction of the harmonic minimum counts as a collapse (no solution).
 _COLLAPSE = 1e-8
 
 
-def bonds_within_shells(cell: np.ndarray, basis: np.ndarray, shells: int, rtol: float = 1e-6):
-    """Directed bonds (κ, κ′, δ = R + τ_κ′ − τ_κ) of the first ``shells`` distinct distances.
-
-    Returns:
-        (kappa (P,), kappa_prime (P,), delta (P, 2) nm). P = 0 for shells = 0.
-    """
-    cell = np.asarray(cell, dtype=float)
-    basis = np.asarray(basis, dtype=float)
-    rng = np.arange(-4, 5)
-    n1, n2 = np.meshgrid(rng, rng, indexing="ij")
-    lat = n1.ravel()[:, None] * cell[0] + n2.ravel()[:, None] * cell[1]
-    delta = lat[None, None] + basis[None, :, None] - basis[:, None, None]  # (κ, κ′, L, 2)
-    dist = np.linalg.norm(delta, axis=-1)
-    dist = np.where(dist > 1e-9 * np.abs(cell).max(), dist, np.inf)
-    radii: list[float] = []
-    for r in np.sort(dist[np.isfinite(dist)]):
-        if len(radii) == shells:
-            break
-        if not radii or r > radii[-1] * (1 + rtol):
-            radii.append(float(r))
-    if not radii:
-        return np.zeros(0, int), np.zeros(0, int), np.zeros((0, 2))
-    k, kp, ll = np.nonzero(dist <= radii[-1] * (1 + rtol))
-    return k, kp, delta[k, kp, ll]
-
-
-@dataclass(frozen=True, eq=False)
-class _Stack:
-    """Sweep points with the same structure (sites, mesh size, bonds), stacked on a leading axis P."""
-
-    models: tuple
-    d_harm: np.ndarray  # (P, N_q, 2n, 2n) ħ²D meV² on the time-reversal representatives
-    phase: np.ndarray  # (P, N_q, P_b) e^{iq·δ_b}
-    q_weight: np.ndarray  # (N_q,) multiplicity / total
-    cos_moire: np.ndarray  # (P, n, 3) s_κ cos(b_j·τ_κ + ψ); 0 without a full moiré potential
-    b: np.ndarray  # (P, 3, 2) moiré reciprocal vectors 1/nm
-    V: np.ndarray  # (P,) meV
-    mass: np.ndarray  # (P,) m₀
-    kappa: np.ndarray  # (P_b,)
-    kappa_prime: np.ndarray  # (P_b,)
-    delta: np.ndarray  # (P, P_b, 2) nm
-    smeared: np.ndarray  # (P_b,) bool: bond in the first pair_shells shells
-    nearest: np.ndarray  # (P_b,) bool: nearest-neighbour bond
-    zero_tol: np.ndarray  # (P,) meV
-    w2_min: np.ndarray  # (P,) lowest positive harmonic ħ²ω² (meV²)
-    groups: tuple  # ((interaction, point indices), ...)
-
-
-def _prepare(model, n_mesh: int, pair_shells: int) -> dict:
-    from moire_cli import crystals, dynamics
-
-    cr = model.crystal
-    q_full = crystals.monkhorst_pack(cr, (n_mesh, n_mesh))
-    rep = dynamics.time_reversal_representatives(cr, q_full)[0]
-    todo, counts = np.unique(rep, return_counts=True)  # q and −q (mod G): one D, weight 2
-    q = q_full[todo]
-    d = dynamics.dynamical_matrix(model, q)
-    w2 = np.linalg.eigvalsh(d)
-    tol = 1e-5 * float(np.sqrt(np.abs(w2).max()))
-    pot = model.potential
-    if pot is None or pot.harmonic_only:  # no potential, or a constant Hessian (the average is exact)
-        cosm, b, v = np.zeros((cr.n_sites, 3)), np.zeros((3, 2)), 0.0
-    else:
-        cosm = model.scales[:, None] * np.cos((cr.basis + pot.r_min) @ pot.b.T + pot.psi_eff)
-        b, v = pot.b, pot.V
-    kap, kap_p, delta = bonds_within_shells(cr.cell, cr.basis, max(1, pair_shells))
-    r = np.linalg.norm(delta, axis=-1)
-    shell = np.searchsorted(np.unique(np.round(r / r.min(), 6)), np.round(r / r.min(), 6))
-    pos = w2[w2 > tol**2]
-    return dict(
-        model=model, d=d, phase=np.exp(1j * q @ delta.T), qw=counts / counts.sum(), cosm=cosm, b=b, V=v,
-        kap=kap, kap_p=kap_p, delta=delta, smeared=shell < pair_shells, nearest=shell == 0,
-        tol=tol, w2min=float(pos.min()) if pos.size else 1.0,
-        key=(cr.n_sites, len(q), tuple(kap), tuple(kap_p), tuple(shell < pair_shells)),
-    )
-
-
-def _stacks(models: Sequence, n_mesh: int, pair_shells: int) -> list[tuple[np.ndarray, _Stack]]:
-    """Group the sweep points by structure and stack each group: [(point indices, _Stack)]."""
-    prepared = [_prepare(m, n_mesh, pair_shells) for m in models]  # one batched phonon call per point
-    keys: dict = {}
-    for i, p in enumerate(prepared):
-        keys.setdefault(p["key"], []).append(i)
-    out = []
-    for idx in keys.values():
-        ps = [prepared[i] for i in idx]
-        groups: dict = {}
-        for j, p in enumerate(ps):
-            groups.setdefault(p["model"].interaction, []).append(j)
-        out.append((np.array(idx), _Stack(
-            models=tuple(p["model"] for p in ps), d_harm=np.stack([p["d"] for p in ps]),
-            phase=np.stack([p["phase"] for p in ps]), q_weight=ps[0]["qw"], cos_moire=np.stack([p["cosm"] for p in ps]),
-            b=np.stack([p["b"] for p in ps]), V=np.array([p["V"] for p in ps]),
-            mass=np.array([p["model"].mass for p in ps]), kappa=ps[0]["kap"], kappa_prime=ps[0]["kap_p"],
-            delta=np.stack([p["delta"] for p in ps]), smeared=ps[0]["smeared"], nearest=ps[0]["nearest"],
-            zero_tol=np.array([p["tol"] for p in ps]),
-            w2_min=np.array([p["w2min"] for p in ps]),
-            groups=tuple((_table(k, [ps[j]["delta"] for j in v]), np.array(v)) for k, v in groups.items()),
-        )))
-    return out
-
-
-def _table(interaction, deltas: list) -> _TabulatedForceConstants:
-    r = np.linalg.norm(np.concatenate(deltas), axis=-1)
-    return _TabulatedForceConstants(interaction, 0.05 * float(r.min()), 4.0 * float(r.max()))
-
-
-def _thermal_factor(w2: np.ndarray, temps: np.ndarray, zero_tol: np.ndarray) -> np.ndarray:
-    """coth(ħω/2k_BT)/ħω (1/meV) from ħ²ω² (b, ...) and T, zero_tol (b,); 0 for zero and imaginary modes."""
-    w = np.sqrt(np.abs(w2))
-    shape = (-1,) + (1,) * (w2.ndim - 1)
-    t = np.asarray(temps, dtype=float).reshape(shape)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        f = (1.0 + 2.0 / np.expm1(w / (K_B_MEV_PER_K * t))) / w
-    return np.where((w2 > 0) & (w >= zero_tol.reshape(shape)), f, 0.0)
-
-
-def _fluctuation_matrix(d: np.ndarray, temps: np.ndarray, zero_tol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """G(q) = Σ_s f_s e_s e_s† with f = coth(ħω/2k_BT)/ħω (1/meV), and the lowest ħ²ω² per batch entry.
-
-    d: (b, N_q, 2n, 2n) Hermitian ħ²D; temps, zero_tol (b,). Closed form for 2×2 (one site per
-    cell): G = f(λ₋) I + [f(λ₊) − f(λ₋)]/(λ₊ − λ₋) (M − λ₋ I); batched `eigh` otherwise.
-    """
-    if d.shape[-1] == 2:
-        a, c, dd = d[..., 0, 0].real, d[..., 0, 1], d[..., 1, 1].real
-        half = np.sqrt(0.25 * (a - dd) ** 2 + np.abs(c) ** 2)
-        mid = 0.5 * (a + dd)
-        lo = mid - half
-        f = _thermal_factor(np.stack([lo, mid + half], axis=-1), temps, zero_tol)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where(half > 0, (f[..., 1] - f[..., 0]) / (2 * half), 0.0)
-        g = np.empty(d.shape, dtype=complex)
-        g[..., 0, 0] = f[..., 0] + slope * (a - lo)
-        g[..., 1, 1] = f[..., 0] + slope * (dd - lo)
-        g[..., 0, 1] = slope * c
-        g[..., 1, 0] = slope * np.conj(c)
-        return g, lo.min(axis=-1)
-    w2, e = np.linalg.eigh(d)
-    f = _thermal_factor(w2, temps, zero_tol)
-    return (e * f[..., None, :]) @ np.conj(np.swapaxes(e, -1, -2)), w2.min(axis=(-2, -1))
-
-
-class _TabulatedForceConstants:
-    """Φ(d) of an interaction from cubic splines of U′(r)/r and U″(r) on a geometric grid over
-    [r_lo, r_hi] (the bond lengths the Gauss–Hermite nodes reach), the interaction's own `radial`
-    outside. Built once per sweep group; the grid is doubled until the midpoints agree to 1e-10
-    relative (special functions such as Struve H₀ cost ~µs per value, the spline ~ns)."""
-
-    def __init__(self, interaction, r_lo: float, r_hi: float):
-        from scipy.interpolate import CubicSpline
-
-        self.interaction, self.r_lo, self.r_hi = interaction, r_lo, r_hi
-        for n in (1024, 4096, 16384, 65536):
-            r = np.geomspace(r_lo, r_hi, n)
-            _, u1, u2 = interaction.radial(r)
-            spl = CubicSpline(np.log(r), np.stack([u1 / r, u2], axis=-1))
-            rm = np.sqrt(r[1:] * r[:-1])
-            _, m1, m2 = interaction.radial(rm)
-            got = spl(np.log(rm))
-            ref = np.stack([m1 / rm, m2], axis=-1)
-            if np.abs(got - ref).max() <= 1e-10 * np.abs(ref).max():
-                break
-        self.spline = spl
-
-    def __call__(self, d: np.ndarray) -> np.ndarray:
-        r = np.linalg.norm(d, axis=-1)
-        inside = (r >= self.r_lo) & (r <= self.r_hi)
-        v = self.spline(np.log(np.clip(r, self.r_lo, self.r_hi)))
-        u1r, u2 = v[..., 0], v[..., 1]
-        if not inside.all():
-            _, o1, o2 = self.interaction.radial(r[~inside])
-            u1r[~inside], u2[~inside] = o1 / r[~inside], o2
-        rr = d[..., :, None] * d[..., None, :] / (r**2)[..., None, None]
-        return u2[..., None, None] * rr + u1r[..., None, None] * (np.eye(2) - rr)
-
-
-def _pair_average(st: _Stack, p: np.ndarray, c_bond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """⟨Φ(δ + w)⟩ − Φ(δ) over w ~ N(0, C_b) by the 3×3 Gauss–Hermite rule for the smeared bonds:
-    (b, P_b, 2, 2) meV/nm² (0 for the others), and a (b,) flag: a node within δ/10 of contact."""
-    delta = st.delta[p]  # (b, P_b, 2)
-    lam, vec = np.linalg.eigh(c_bond)
-    sd = np.sqrt(np.clip(lam, 0.0, None))
-    z = np.stack(np.meshgrid(_GH_NODES, _GH_NODES, indexing="ij"), axis=-1).reshape(9, 2)
-    wts = np.outer(_GH_WEIGHTS, _GH_WEIGHTS).ravel()
-    pos = delta[:, :, None, :] + np.einsum("bpij,bpkj->bpki", vec, z[None, None] * sd[:, :, None, :])
-    r_bond = np.linalg.norm(delta, axis=-1)[:, :, None]
-    close = ((np.linalg.norm(pos, axis=-1) < 0.1 * r_bond) & st.smeared[None, :, None]).any(axis=(1, 2))
-    pos = np.where(close[:, None, None, None] | ~st.smeared[None, :, None, None], delta[:, :, None, :], pos)
-    out = np.zeros(c_bond.shape)
-    for table, members in st.groups:  # sweep points sharing one pair interaction
-        sel = np.isin(p, members)
-        if sel.any():
-            phi = table(pos[sel])  # (b', P_b, 9, 2, 2)
-            out[sel] = np.einsum("k,bpkxy->bpxy", wts, phi) - table(delta[sel])
-    return out * st.smeared[None, :, None, None], close
-
-
-def _map(st: _Stack, p: np.ndarray, temps: np.ndarray, c_site: np.ndarray, c_bond: np.ndarray):
-    """One SCHA step for batch entries (point p (b,), temperature (b,)): (C_site (b, n, 2, 2),
-    C_bond (b, P_b, 2, 2)) nm² -> the same from the phonons of the averaged force constants, the
-    (b,) lowest ħ²ω² (meV²) and the (b,) flag of an uncontrolled pair average."""
-    n = st.cos_moire.shape[1]
-    nb, nq = len(p), st.d_harm.shape[1]
-    corr = np.zeros((nb, n, n, 2, 2), dtype=complex)
-    b = st.b[p]  # (b, 3, 2)
-    gauss = np.exp(-0.5 * np.einsum("bjx,bkxy,bjy->bkj", b, c_site, b))  # exp(−½ b_jᵀ C_κ b_j)
-    onsite = -2 * np.einsum("b,bkj,bkj,bjx,bjy->bkxy", st.V[p], st.cos_moire[p], gauss - 1.0, b, b)
-    corr[:, np.arange(n), np.arange(n)] += onsite
-    kap, kap_p = st.kappa, st.kappa_prime
-    dphi, close = _pair_average(st, p, c_bond)  # (b, P_b, 2, 2)
-    np.add.at(corr, (slice(None), kap, kap), dphi)  # acoustic sum rule: Σ S(0) on the diagonal
-    onehot = np.zeros((len(kap), n, n))
-    onehot[np.arange(len(kap)), kap, kap_p] = 1.0
-    phase = st.phase[p]  # (b, N_q, P_b)
-    bond_blocks = np.einsum("pkl,bpxy->bpkxly", onehot, dphi).reshape(nb, len(kap), 4 * n * n)
-    h = corr.transpose(0, 1, 3, 2, 4).reshape(nb, 1, 4 * n * n) - phase @ bond_blocks  # Σ_b ΔΦ_b e^{iq·δ_b}
-    h *= (HBAR2_OVER_M0_MEV_NM2 / st.mass[p])[:, None, None]
-    d = np.add(st.d_harm[p], h.reshape(nb, nq, 2 * n, 2 * n))  # Hermitian: bonds come in ±δ pairs
-    g, w2min = _fluctuation_matrix(d, temps, st.zero_tol[p])
-    g = g.reshape(nb, nq, 4 * n * n) * (st.q_weight[None, :, None] * (HBAR2_OVER_M0_MEV_NM2 / (2 * st.mass[p]))[:, None, None])
-    local = g.sum(axis=1).reshape(nb, n, 2, n, 2)  # Σ_q G(q)
-    new_site = local[:, np.arange(n), :, np.arange(n), :].real.transpose(1, 0, 2, 3)  # (b, n, 2, 2)
-    cross = (np.conj(np.swapaxes(phase, 1, 2)) @ g).reshape(nb, len(kap), n, 2, n, 2)  # Σ_q G(q) e^{−iq·δ_b}
-    pb = np.arange(len(kap))
-    gkp = cross[:, pb, kap, :, kap_p, :]  # (P_b, b, 2, 2): advanced indices first
-    ww = local[:, kap, :, kap, :] + local[:, kap_p, :, kap_p, :] - gkp - np.conj(np.swapaxes(gkp, -1, -2))
-    new_bond = np.moveaxis(ww.real, 0, 1)  # ⟨(u_κ − u_κ′(R))(…)ᵀ⟩ (b, P_b, 2, 2)
-    return new_site, new_bond, w2min, close
-
-
-def _solve(st: _Stack, p: np.ndarray, temps: np.ndarray, start: tuple | None, tol: float, max_iter: int,
+def _solve(st: Stack, p: np.ndarray, temps: np.ndarray, start: tuple | None, tol: float, max_iter: int,
            depth: int = 5):
     """Self-consistency for batch entries (p (b,), T (b,)): the fixed-point map accelerated by Anderson
     mixing of depth ``depth`` (Walker & Ni, SIAM J. Numer. Anal. 49, 1715 (2011)), all entries at
@@ -304,7 +74,7 @@ def _solve(st: _Stack, p: np.ndarray, temps: np.ndarray, start: tuple | None, to
 
     def g_map(idx, x):  # idx: batch entries; x (len(idx), 4n + 4P_b) aligned with idx
         cs, cb = x[:, :split].reshape(-1, n, 2, 2), x[:, split:].reshape(-1, n_b, 2, 2)
-        parts = [_map(st, p[idx[s : s + chunk]], temps[idx[s : s + chunk]], cs[s : s + chunk], cb[s : s + chunk])
+        parts = [step(st, p[idx[s : s + chunk]], temps[idx[s : s + chunk]], cs[s : s + chunk], cb[s : s + chunk])
                  for s in range(0, len(idx), chunk)]
         ns, nbd, w2, close = (np.concatenate(v) for v in zip(*parts, strict=True))
         bad = (w2 < _COLLAPSE * st.w2_min[p[idx]]) | close
@@ -410,7 +180,7 @@ class SCHASweepResult:
     method: str = METHOD
 
 
-def _ratios(st: _Stack, p: np.ndarray, c_site: np.ndarray, c_bond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ratios(st: Stack, p: np.ndarray, c_site: np.ndarray, c_bond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(single-site L², relative L²) per batch entry from the covariances."""
     a2 = np.array([st.models[i].crystal.nearest_neighbour_distance for i in range(len(st.models))])[p] ** 2
     site = np.trace(c_site, axis1=-2, axis2=-1).max(axis=-1) / a2
@@ -469,7 +239,7 @@ def scha_sweep(
     its_all = np.zeros((n_p, nt1), dtype=int)
     t_star = np.full(n_p, np.nan)
     tm = np.full(n_p, np.nan)
-    for idx, st in _stacks(models, mesh, pair_shells):
+    for idx, st in stacks(models, mesh, pair_shells):
         k = len(idx)
         p = np.repeat(np.arange(k), nt1)
         cs, cb, ok, its = _solve_grid(st, k, t_all, tol, max_iter)
@@ -499,7 +269,7 @@ def scha_sweep(
     )
 
 
-def _solve_grid(st: _Stack, k: int, t_all: np.ndarray, tol: float, max_iter: int, block: int = 8):
+def _solve_grid(st: Stack, k: int, t_all: np.ndarray, tol: float, max_iter: int, block: int = 8):
     """All (point, T) of the grid, in ascending blocks of ``block`` temperatures: once a point has
     no solution at some T, its higher temperatures are not tried (no solution; T* is above the
     last solution, see `_instability`). Returns as `_solve`, point-major (k·N_T entries)."""
