@@ -265,39 +265,45 @@ _MAX_CURVES = 8
 
 
 def method_figures(run):
-    """(file name, Figure): lindemann_methods.png (the criterion ratio L(T) of each method, up to 8
-    sweep points) and melting_temperature_methods.png (T_m of each method, T* and the χ₆ peak,
-    over a_M or the sweep point)."""
+    """(file name, Figure) when the methods are not harmonic alone: lindemann.png, one panel per method
+    side by side (the criterion ratio L(T): single-site pinned, relative unpinned; up to 8 sweep points,
+    one colour each in every panel; Monte Carlo with its blocking error bars), and
+    melting_temperature.png (T_m of each method, T* and the χ₆ peak, over a_M or the sweep point)."""
     from moire_cli.plots import _pyplot
 
     plt = _pyplot()
     points, res, extra = run.points, run.sweep, run.methods
     name = res.models[0].crystal.name
     labels = [", ".join(f"{k}={v}" for k, v in lab.items()) or name for lab, _ in points]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    methods = list(extra.methods)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods) + 1.8, 4.0), sharex=True, sharey=True,
+                             squeeze=False, layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i in range(min(len(points), _MAX_CURVES)):
-        c = colours[i % len(colours)]
-        pinned = bool(res.pinned[i])
-        for method in extra.methods:
+    for ax, method in zip(axes[0], methods, strict=True):
+        for i in range(min(len(points), _MAX_CURVES)):
+            c = colours[i % len(colours)]
+            pinned = bool(res.pinned[i])
+            label = labels[i] if method == methods[0] else None
             if method == HARMONIC:
                 y = res.lindemann_ratio[i] if pinned else res.relative_lindemann_ratio[i]
-                ax.plot(res.temperatures, y, _STYLE[method], color=c, label=f"{labels[i]} ({method})")
+                ax.plot(res.temperatures, y, _STYLE[method], color=c, label=label)
             elif method == SELF_CONSISTENT:
-                s = extra.scha
-                y = s.lindemann_ratio[i] if pinned else s.relative_lindemann_ratio[i]
-                ax.plot(s.temperatures, y, _STYLE[method], color=c, label=f"{labels[i]} ({method})")
+                sc = extra.scha
+                y = sc.lindemann_ratio[i] if pinned else sc.relative_lindemann_ratio[i]
+                ax.plot(sc.temperatures, y, _STYLE[method], color=c, label=label)
             else:
                 r = extra.monte_carlo[i]
                 err = r.lindemann_ratio_err if r.pinned else r.relative_lindemann_ratio_err
-                ax.errorbar(r.temperatures, mc_ratio(r), yerr=err, fmt=_STYLE[method], color=c, ms=4,
-                            label=f"{labels[i]} ({method})")
-    ax.axhline(float(res.lindemann_critical[0]), color="0.5", lw=0.8, ls=":", label="L_c")
-    ax.set_xlabel("T (K)")
-    ax.set_ylabel("Lindemann ratio (single-site pinned, relative unpinned)")
-    ax.set_title(f"{name}: harmonic (solid), self-consistent (dashed), Monte Carlo (points)")
-    ax.legend(fontsize="x-small", ncol=2)
-    yield "lindemann_methods.png", fig
+                ax.errorbar(r.temperatures, mc_ratio(r), yerr=err, fmt=_STYLE[method] + "-", color=c, ms=4,
+                            lw=0.8, label=label)
+        ax.axhline(float(res.lindemann_critical[0]), color="k", lw=0.9, ls="--")
+        ax.set_title(method + (" (classical)" if method == MONTE_CARLO else ""), fontsize=9)
+        ax.set_xlabel("T (K)")
+        ax.set_ylim(bottom=0)
+    axes[0, 0].set_ylabel("Lindemann ratio L (single-site pinned, relative unpinned)")
+    fig.legend(loc="outside right center", fontsize="x-small", frameon=False)
+    fig.suptitle(f"{name}: Lindemann ratio by method (dashed: L_c)", fontsize=10)
+    yield "lindemann.png", fig
 
     a_m = [p.moire_potential.a_M for _, p in points]
     x = np.asarray(a_m, dtype=float) if len(set(a_m)) == len(a_m) else np.arange(len(points), dtype=float)
@@ -319,4 +325,4 @@ def method_figures(run):
     ax.set_ylabel("T_m (K)")
     ax.set_title(f"{name}: melting temperature by method")
     ax.legend(fontsize="small")
-    yield "melting_temperature_methods.png", fig
+    yield "melting_temperature.png", fig

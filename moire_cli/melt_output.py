@@ -1,7 +1,8 @@
 """The files of `moire melt`: one writer for a :class:`moire_cli.melt_run.MeltRun`.
 
 melt.csv (one row per sweep point), lindemann.csv (one row per point and temperature),
-summary.json and, with ``output.plot``, lindemann.png, melting_temperature.png, phase_diagram.png.
+summary.json and, with ``output.plot``, lindemann.png, melting_temperature.png (of the methods that
+ran, side by side when not harmonic alone), phase_diagram.png.
 """
 
 from __future__ import annotations
@@ -54,15 +55,17 @@ def write_melt(folder: Path, run: MeltRun) -> None:
         output.write_csv(folder / "mc.csv", melt_methods.mc_trace_rows(run.points, extra))
     output.write_json(folder / "summary.json", run.summary)
     if run.config.output.plot:
-        for name, fig in melt_figures(run):
+        harmonic_only = list(extra.methods) == [melt_methods.HARMONIC]
+        figures = list(melt_figures(run, harmonic_plots=harmonic_only))
+        if not harmonic_only:  # lindemann.png and melting_temperature.png show the methods that ran
+            figures = list(melt_methods.method_figures(run)) + figures
+        for name, fig in figures:
             output.save_figure(fig, folder / name)
-        if len(extra.methods) > 1:  # the methods side by side
-            for name, fig in melt_methods.method_figures(run):
-                output.save_figure(fig, folder / name)
 
 
-def melt_figures(run: MeltRun):
-    """(file name, Figure) for lindemann.png, melting_temperature.png and phase_diagram.png.
+def melt_figures(run: MeltRun, harmonic_plots: bool = True):
+    """(file name, Figure) for lindemann.png, melting_temperature.png (harmonic; skipped with
+    ``harmonic_plots=False``, when `melt_methods.method_figures` draws them) and phase_diagram.png.
 
     lindemann.png: one panel per combination of the swept parameters other than the one with the
     most values, which colours the curves. melting_temperature.png: T_m over a_M (or the first
@@ -70,9 +73,12 @@ def melt_figures(run: MeltRun):
     among them, line style = the interaction model (else the next key).
     """
     cfg, points, res = run.config, run.points, run.sweep
+    name = res.models[0].crystal.name
+    if not harmonic_plots:
+        yield "phase_diagram.png", _phase_figure(run, name)
+        return
     sweeps = [lab for lab, _ in points]
     keys = list(sweeps[0])
-    name = res.models[0].crystal.name
     crit = np.where(res.pinned[:, None], res.lindemann_ratio, res.relative_lindemann_ratio)
     ckey = max(keys, key=lambda k: len(set(lab[k] for lab in sweeps))) if keys else None
     facet_keys = [k for k in keys if k != ckey]
@@ -104,5 +110,9 @@ def melt_figures(run: MeltRun):
         x, res.melting_temperature, res.quantum_melted, series_of, labels, key_index(colour_key),
         key_index(style_key) if style_key else [0] * len(series), axis_label(xkey or "a_M"),
         title=f"{name}: melting temperature")
+    yield "phase_diagram.png", _phase_figure(run, name)
+
+
+def _phase_figure(run: MeltRun, name: str):
     panels = [(t, x, y, ph, axis_label(kx), axis_label(ky)) for t, x, y, ph, kx, ky in phase_panels(run)]
-    yield "phase_diagram.png", plots.plot_phase_diagram(panels, PHASES, title=f"{name}: phase diagram")
+    return plots.plot_phase_diagram(panels, PHASES, title=f"{name}: phase diagram")

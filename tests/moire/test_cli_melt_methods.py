@@ -45,8 +45,9 @@ def test_three_methods_side_by_side(tmp_path):
     assert summary["methods"] == ["harmonic", "self-consistent", "monte-carlo"]
     assert summary["monte_carlo"]["n_particles"] == 9 and len(summary["monte_carlo"]["points"]) == 2
     assert summary["self_consistent"]["mesh"] == 6
-    for name in ("lindemann_methods.png", "melting_temperature_methods.png"):
+    for name in ("lindemann.png", "melting_temperature.png", "phase_diagram.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob("*_methods.png"))  # the plain figures show the methods side by side
     assert "self-consistent: T_m" in res.output
 
 
@@ -55,7 +56,7 @@ def test_default_is_harmonic_with_a_method_column(tmp_path):
     res = runner.invoke(app, ["melt", str(HOLE), "--out", str(out), *TINY])
     assert res.exit_code == 0, res.output
     assert [r["method"] for r in _rows(out / "melt.csv")] == ["harmonic"] * 2
-    assert not (out / "mc.csv").exists() and not (out / "lindemann_methods.png").exists()
+    assert not (out / "mc.csv").exists() and (out / "lindemann.png").exists()
     assert json.loads((out / "summary.json").read_text())["methods"] == ["harmonic"]
 
 
