@@ -58,17 +58,14 @@ demo-moire: install
 # zero-shot / stage-1 / stage-2 scores per task at the end; bounded to <= 10 min on 2 CPU cores.
 ALTER ?= $(VENV)/bin/alter
 BBC   := $(abspath $(OUT))/alter/bbc
-BBC_TRAIN := --set data.train=$(BBC)/data/train.jsonl --set data.eval=null --set data.max_length=160 \
-	--set train.batch_size=4 --set train.learning_rate=5.0e-3 --set train.warmup_steps=2 \
-	--set train.log_every=4 --set train.save_every=0 --overwrite
+BBC_TRAIN := --set data.train=$(BBC)/data/train.jsonl --overwrite
 
 demo-alter: install-demo
 	@echo "== alter demo on BBC News (outputs under $(BBC))"
 	$(ALTER) data bbc --config configs/alter/bbc-data.yaml --out $(BBC)/data --max-body-chars 200 \
-		--max-train 64 --max-validation 6 --max-test 6 --overwrite
-	$(ALTER) train-stage1 configs/alter/bbc-stage1.yaml --out $(BBC)/stage1 --max-steps 16 $(BBC_TRAIN)
-	$(ALTER) train-stage2 configs/alter/bbc-stage2.yaml --out $(BBC)/stage2 --set stage1=$(BBC)/stage1 \
-		--max-steps 8 $(BBC_TRAIN)
+		--max-train 400 --max-validation 6 --max-test 30 --overwrite
+	$(ALTER) train-stage1 configs/alter/bbc-demo.yaml --out $(BBC)/stage1 $(BBC_TRAIN)
+	$(ALTER) train-stage2 configs/alter/bbc-demo-stage2.yaml --out $(BBC)/stage2 --set stage1=$(BBC)/stage1 $(BBC_TRAIN)
 	$(ALTER) eval configs/alter/bbc-eval.yaml --out $(BBC)/eval --set checkpoint=$(BBC)/stage2 \
 		--set "compare=[$(BBC)/stage1, zero-shot]" --set data.eval=$(BBC)/data/test.jsonl \
 		--batch-size 18 --max-new-tokens 16 --overwrite

@@ -125,3 +125,19 @@ def test_bbc_pipeline_smoke_with_embedded_model(tmp_path: Path):
             "topic": ("classify", 2), "headline": ("generate", 2), "match": ("nli", 2)}
         assert m["macro_average"] == pytest.approx(sum(v["score"] for v in m["tasks"].values()) / 3)
     assert (ev / "comparison.csv").read_text().splitlines()[0].split(",")[2:] == ["stage2", "lora", "zero-shot"]
+
+
+def test_shipped_demo_configs_load_and_chain():
+    """`make demo-alter`'s configs: stage 1 with the chosen hydra_lora experts, the BBC registry, and a
+    stage 2 whose stage1 path is the stage-1 run folder the Makefile writes."""
+    from alter_cli.cli import load_config
+    from alter_cli.config import Stage2Config
+
+    s1 = load_config(_shipped("bbc-demo.yaml"), [])
+    assert s1.mta.expert == "hydra_lora" and s1.mta.num_experts == 5 and s1.mta.rank == 18
+    assert [t.name for t in s1.tasks] == ["topic", "headline", "match"]
+    assert s1.mta.selector_learning_rate == pytest.approx(5 * s1.train.learning_rate)
+    s2 = load_config(_shipped("bbc-demo-stage2.yaml"), [], Stage2Config)
+    assert s2.mta.gate_task == "bias" and s2.mta.gate_combine == "residual"
+    stage1_dir = (_shipped("bbc-demo-stage2.yaml").parent / s2.stage1).resolve()  # relative to the config
+    assert stage1_dir.parent == Path(s1.data.train).resolve().parents[1]  # runs/demo/alter/bbc/{stage1,data}

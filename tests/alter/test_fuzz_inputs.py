@@ -29,7 +29,8 @@ from alter_cli.readers import load_yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ["stage1.yaml", "stage1-t5.yaml", "stage2.yaml", "eval.yaml", "bbc-stage1.yaml", "bbc-stage2.yaml",
-           "bbc-compare-train.yaml", "bbc-compare-stage2.yaml", "bbc-eval.yaml", "bbc-compare-eval.yaml"]
+           "bbc-compare-train.yaml", "bbc-compare-stage2.yaml", "bbc-eval.yaml", "bbc-compare-eval.yaml",
+           "bbc-demo.yaml", "bbc-demo-stage2.yaml"]
 N_EXAMPLES = int(os.environ.get("ALTER_FUZZ_EXAMPLES", "1000"))
 runner = CliRunner()
 
@@ -154,7 +155,7 @@ def test_mutated_configs_and_data_give_exit_0_or_one_line_exit_2(tmp_path_factor
         _checkpoint(work / "ck", record)
         (work / "cfg.yaml").write_bytes(raw)
         paths = [f"data.train={work / 'train.jsonl'}", f"data.eval={work / 'train.jsonl'}"]
-        if name in ("stage2.yaml", "bbc-stage2.yaml", "bbc-compare-stage2.yaml"):
+        if name in ("stage2.yaml", "bbc-stage2.yaml", "bbc-compare-stage2.yaml", "bbc-demo-stage2.yaml"):
             paths.append(f"stage1={work / 'ck'}")
         if "eval" in name:
             paths = [f"data.eval={work / 'train.jsonl'}", f"checkpoint={work / 'ck'}", "compare=[]"]
