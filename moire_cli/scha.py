@@ -270,7 +270,8 @@ def scha_sweep(
 
 
 def _solve_grid(st: Stack, k: int, t_all: np.ndarray, tol: float, max_iter: int, block: int = 8):
-    """All (point, T) of the grid, in ascending blocks of ``block`` temperatures: once a point has
+    """All (point, T) of the grid, in ascending blocks of ``block`` temperatures, each started from
+    the point's solution at the previous block's highest T: once a point has
     no solution at some T, its higher temperatures are not tried (no solution; T* is above the
     last solution, see `_instability`). Returns as `_solve`, point-major (k·N_T entries)."""
     nt1 = t_all.size
@@ -287,7 +288,10 @@ def _solve_grid(st: Stack, k: int, t_all: np.ndarray, tol: float, max_iter: int,
         cols = np.arange(s0, min(s0 + block, nt1))
         p = np.repeat(pts, cols.size)
         c = np.tile(cols, pts.size)
-        a, b, good, it = _solve(st, p, t_all[c], None, tol, max_iter)
+        start = None
+        if s0 > 0:  # warm start from the point's last solution (the previous block's highest T)
+            start = (cs[p, s0 - 1], cb[p, s0 - 1])
+        a, b, good, it = _solve(st, p, t_all[c], start, tol, max_iter)
         cs[p, c], cb[p, c], ok[p, c], its[p, c] = a, b, good, it
         first_bad = np.where(ok[:, cols].all(axis=1), nt1, cols[np.argmax(~ok[:, cols], axis=1)])
         ok &= np.arange(nt1)[None, :] < first_bad[:, None]  # nothing above a failure counts

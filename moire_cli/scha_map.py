@@ -65,6 +65,11 @@ class Stack:
     zero_tol: np.ndarray  # (P,) meV
     w2_min: np.ndarray  # (P,) lowest positive harmonic ħ²ω² (meV²)
     groups: tuple  # ((interaction, point indices), ...)
+    # one site per cell (D(q) real symmetric): the real fast path of `step`, else None
+    d_real: np.ndarray | None = None  # (P, 3, N_q) ħ²D_xx, ħ²D_xy, ħ²D_yy meV²
+    cos_q: np.ndarray | None = None  # (P, P_b, N_q) cos(q·δ_b)
+    half_bonds: np.ndarray | None = None  # one bond of each ±δ pair (equal averages by symmetry)
+    from_half: np.ndarray | None = None  # (P_b,) the position of each bond's pair in half_bonds
 
 
 def _prepare(model, n_mesh: int, pair_shells: int) -> dict:
@@ -117,8 +122,27 @@ def stacks(models: Sequence, n_mesh: int, pair_shells: int) -> list[tuple[np.nda
             zero_tol=np.array([p["tol"] for p in ps]),
             w2_min=np.array([p["w2min"] for p in ps]),
             groups=tuple((_table(k, [ps[j]["delta"] for j in v]), np.array(v)) for k, v in groups.items()),
+            **_real_parts(np.stack([p["d"] for p in ps]), np.stack([p["phase"] for p in ps]), ps[0]["delta"]),
         )))
     return out
+
+
+def _real_parts(d: np.ndarray, phase: np.ndarray, delta: np.ndarray) -> dict:
+    """For one site per cell D(q) = Σ_R Φ(R) e^{iq·R} is real symmetric (Φ(R) = Φ(−R)): its three
+    components, cos(q·δ_b) (contiguous) and the ±δ bond pairs, for the real path of `step`; {}
+    otherwise."""
+    if d.shape[-1] != 2 or np.abs(d.imag).max() > 1e-10 * np.abs(d).max():
+        return {}
+    partner = np.argmin(np.linalg.norm(delta[:, None] + delta[None], axis=-1), axis=1)
+    if not np.allclose(delta[partner], -delta, atol=1e-9 * np.abs(delta).max()):
+        return {}
+    half = np.flatnonzero(np.arange(len(delta)) <= partner)
+    pos = np.full(len(delta), -1)
+    pos[half] = np.arange(len(half))
+    from_half = np.where(pos >= 0, pos, pos[partner])
+    comps = np.stack([d[..., 0, 0].real, d[..., 0, 1].real, d[..., 1, 1].real], axis=1)  # (P, 3, N_q)
+    return {"d_real": np.ascontiguousarray(comps), "cos_q": np.ascontiguousarray(np.swapaxes(phase.real, 1, 2)),
+            "half_bonds": half, "from_half": from_half}
 
 
 def _table(interaction, deltas: list) -> _TabulatedForceConstants:
@@ -195,31 +219,37 @@ class _TabulatedForceConstants:
         return u2[..., None, None] * rr + u1r[..., None, None] * (np.eye(2) - rr)
 
 
-def _pair_average(st: Stack, p: np.ndarray, c_bond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pair_average(st: Stack, p: np.ndarray, c_bond: np.ndarray, bonds: np.ndarray | None = None):
     """⟨Φ(δ + w)⟩ − Φ(δ) over w ~ N(0, C_b) by the 3×3 Gauss–Hermite rule for the smeared bonds:
-    (b, P_b, 2, 2) meV/nm² (0 for the others), and a (b,) flag: a node within δ/10 of contact."""
-    delta = st.delta[p]  # (b, P_b, 2)
+    (b, P_b, 2, 2) meV/nm² (0 for the others), and a (b,) flag: a node within δ/10 of contact.
+    ``bonds``: only these bond indices (c_bond (b, len(bonds), 2, 2) then)."""
+    delta = st.delta[p] if bonds is None else st.delta[p][:, bonds]  # (b, P_b, 2)
+    smeared = st.smeared if bonds is None else st.smeared[bonds]
     lam, vec = np.linalg.eigh(c_bond)
     sd = np.sqrt(np.clip(lam, 0.0, None))
     z = np.stack(np.meshgrid(_GH_NODES, _GH_NODES, indexing="ij"), axis=-1).reshape(9, 2)
     wts = np.outer(_GH_WEIGHTS, _GH_WEIGHTS).ravel()
     pos = delta[:, :, None, :] + np.einsum("bpij,bpkj->bpki", vec, z[None, None] * sd[:, :, None, :])
     r_bond = np.linalg.norm(delta, axis=-1)[:, :, None]
-    close = ((np.linalg.norm(pos, axis=-1) < 0.1 * r_bond) & st.smeared[None, :, None]).any(axis=(1, 2))
-    pos = np.where(close[:, None, None, None] | ~st.smeared[None, :, None, None], delta[:, :, None, :], pos)
+    close = ((np.linalg.norm(pos, axis=-1) < 0.1 * r_bond) & smeared[None, :, None]).any(axis=(1, 2))
+    pos = np.where(close[:, None, None, None] | ~smeared[None, :, None, None], delta[:, :, None, :], pos)
     out = np.zeros(c_bond.shape)
     for table, members in st.groups:  # sweep points sharing one pair interaction
         sel = np.isin(p, members)
         if sel.any():
             phi = table(pos[sel])  # (b', P_b, 9, 2, 2)
             out[sel] = np.einsum("k,bpkxy->bpxy", wts, phi) - table(delta[sel])
-    return out * st.smeared[None, :, None, None], close
+    return out * smeared[None, :, None, None], close
 
 
-def step(st: Stack, p: np.ndarray, temps: np.ndarray, c_site: np.ndarray, c_bond: np.ndarray):
+def step(st: Stack, p: np.ndarray, temps: np.ndarray, c_site: np.ndarray, c_bond: np.ndarray,
+         general: bool = False):
     """One SCHA step for batch entries (point p (b,), temperature (b,)): (C_site (b, n, 2, 2),
     C_bond (b, P_b, 2, 2)) nm² -> the same from the phonons of the averaged force constants, the
-    (b,) lowest ħ²ω² (meV²) and the (b,) flag of an uncontrolled pair average."""
+    (b,) lowest ħ²ω² (meV²) and the (b,) flag of an uncontrolled pair average. One site per cell
+    takes a real path (`_step_single_site`, the same numbers to rounding) unless ``general``."""
+    if st.d_real is not None and not general:
+        return _step_single_site(st, p, temps, c_site, c_bond)
     n = st.cos_moire.shape[1]
     nb, nq = len(p), st.d_harm.shape[1]
     corr = np.zeros((nb, n, n, 2, 2), dtype=complex)
@@ -247,3 +277,51 @@ def step(st: Stack, p: np.ndarray, temps: np.ndarray, c_site: np.ndarray, c_bond
     ww = local[:, kap, :, kap, :] + local[:, kap_p, :, kap_p, :] - gkp - np.conj(np.swapaxes(gkp, -1, -2))
     new_bond = np.moveaxis(ww.real, 0, 1)  # ⟨(u_κ − u_κ′(R))(…)ᵀ⟩ (b, P_b, 2, 2)
     return new_site, new_bond, w2min, close
+
+
+def _onsite_moire(st: Stack, p: np.ndarray, c_site: np.ndarray) -> np.ndarray:
+    """s_κ ∂²⟨Δ⟩ − s_κ ∂²Δ (b, n, 2, 2) meV/nm²: the exact Gaussian average of the moiré cosines."""
+    b = st.b[p]  # (b, 3, 2)
+    gauss = np.exp(-0.5 * np.einsum("bjx,bkxy,bjy->bkj", b, c_site, b))  # exp(−½ b_jᵀ C_κ b_j)
+    return -2 * np.einsum("b,bkj,bkj,bjx,bjy->bkxy", st.V[p], st.cos_moire[p], gauss - 1.0, b, b)
+
+
+def _step_single_site(st: Stack, p: np.ndarray, temps: np.ndarray, c_site: np.ndarray, c_bond: np.ndarray):
+    """`step` for one site per cell in real arithmetic: ħ²D(q) = ħ²D_harm(q) + (ħ²/m)[ΔΦ_site +
+    Σ_b ΔΦ_b (1 − cos q·δ_b)], G(q) by the 2×2 closed form, C_site = Σ_q w G(q) and
+    C_b = 2 Σ_q w G(q)(1 − cos q·δ_b) (G real symmetric, bonds in ±δ pairs)."""
+    dphi, close = _pair_average(st, p, c_bond[:, st.half_bonds], st.half_bonds)
+    dphi = dphi[:, st.from_half]  # (b, P_b, 2, 2)
+    cos = st.cos_q[p]  # (b, P_b, N_q)
+    s = HBAR2_OVER_M0_MEV_NM2 / st.mass[p]
+    total = _onsite_moire(st, p, c_site)[:, 0] + dphi.sum(axis=1)  # (b, 2, 2), the acoustic sum rule
+    comp3 = np.ascontiguousarray(dphi.reshape(len(p), -1, 4)[:, :, [0, 1, 3]].transpose(0, 2, 1))  # (b, 3, P_b)
+    tot3 = total.reshape(len(p), 4)[:, [0, 1, 3]]  # (b, 3)
+    d = comp3 @ cos  # (b, 3, N_q)
+    np.subtract(tot3[:, :, None], d, out=d)
+    d *= s[:, None, None]
+    d += st.d_real[p]
+    a, c, e = d[:, 0], d[:, 1], d[:, 2]
+    amid = a - e
+    amid *= 0.5
+    half = np.hypot(amid, c)
+    lo = 0.5 * (a + e) - half
+    f_lo = _thermal_factor(lo, temps, st.zero_tol[p])
+    f_hi = _thermal_factor(lo + 2 * half, temps, st.zero_tol[p])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(half > 0, (f_hi - f_lo) / (2 * half), 0.0)
+    w = st.q_weight[None, :] * (HBAR2_OVER_M0_MEV_NM2 / (2 * st.mass[p]))[:, None]  # (b, N_q)
+    g = np.empty_like(d)
+    np.multiply(slope, a - lo, out=g[:, 0])
+    g[:, 0] += f_lo
+    np.multiply(slope, c, out=g[:, 1])
+    np.multiply(slope, e - lo, out=g[:, 2])
+    g[:, 2] += f_lo
+    g *= w[:, None]
+    local = g.sum(axis=-1)  # (b, 3)
+    bond = 2 * (local[:, :, None] - g @ np.swapaxes(cos, 1, 2))  # (b, 3, P_b)
+
+    def full(v):  # (..., 3) -> (..., 2, 2)
+        return v[..., [0, 1, 1, 2]].reshape(*v.shape[:-1], 2, 2)
+
+    return full(local)[:, None], full(np.swapaxes(bond, 1, 2)), lo.min(axis=-1), close

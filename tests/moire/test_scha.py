@@ -187,3 +187,20 @@ def test_bad_input_is_refused():
         scha.scha_sweep([_hole_model()], 0.3, np.array([1.0]), mesh=4, pair_shells=-1)
     with pytest.raises(ValueError, match="empty"):
         scha.scha_sweep([], 0.3, np.array([1.0]))
+
+
+def test_single_site_real_step_equals_the_general_complex_step():
+    from moire_cli import scha_map
+
+    models = [dynamics.relax(dynamics.LatticeModel(crystals.build_crystal("triangular", a),
+                                                   MoirePotential(a, 3.0, np.deg2rad(45.0), -1), Coulomb(5.1), 0.45)).model
+              for a in (6.0, 9.0, 14.0)]
+    (_, st), = scha_map.stacks(models, 12, 1)
+    assert st.d_real is not None and len(st.half_bonds) == 3  # six nearest bonds, three ±δ pairs
+    p, temps = np.repeat(np.arange(3), 3), np.tile([0.0, 40.0, 90.0], 3)
+    start = scha_map.step(st, p, temps, np.zeros((9, 1, 2, 2)), np.zeros((9, 6, 2, 2)), general=True)[:2]
+    fast = scha_map.step(st, p, temps, *start)
+    slow = scha_map.step(st, p, temps, *start, general=True)
+    for x, y in zip(fast[:3], slow[:3], strict=True):
+        np.testing.assert_allclose(x, np.real(y), rtol=1e-12, atol=1e-12 * np.abs(y).max())
+    assert np.array_equal(fast[3], slow[3])
