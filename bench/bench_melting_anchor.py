@@ -38,7 +38,8 @@ from moire_cli import montecarlo as mc  # noqa: E402
 from moire_cli.potentials import Coulomb  # noqa: E402
 
 A_M, KAPPA, MASS = 8.0, 5.1, 0.45  # any values: in the reduced units Γ, e²/(κa) the problem is universal
-FLUID_GAMMA = [1.0, 2.0, 4.0, 8.0, 15.0, 25.0, 40.0, 60.0, 80.0, 100.0, 115.0, 130.0, 145.0, 160.0]
+# dense below Γ = 1: ũ(Γ) falls steeply there (Debye–Hückel: ũ ~ Γ ln Γ, cut off by the box at Γ ~ a/L)
+FLUID_GAMMA = [0.01, 0.03, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 2.0, 4.0, 8.0, 15.0, 25.0, 40.0, 60.0, 80.0, 100.0, 115.0, 130.0, 145.0, 160.0]
 CRYSTAL_GAMMA = [100.0, 110.0, 120.0, 130.0, 140.0, 160.0, 200.0, 300.0, 500.0]
 
 
@@ -48,7 +49,8 @@ def model() -> dynamics.LatticeModel:
 
 def run(args) -> None:
     m = model()
-    gam = np.repeat(FLUID_GAMMA if args.part == "fluid" else CRYSTAL_GAMMA, args.replicas)
+    nodes = args.gammas or (FLUID_GAMMA if args.part == "fluid" else CRYSTAL_GAMMA)
+    gam = np.repeat(nodes, args.replicas)
     initial = "random" if args.part == "fluid" else "crystal"
     previous = None
     if args.cont:
@@ -76,11 +78,22 @@ def run(args) -> None:
           f"{wall:.0f} s -> {args.out}")
 
 
+def merge(runs: list[dict]) -> dict:
+    """One run of several files of the same part and supercell (replicas concatenated)."""
+    if not runs or len({int(r["size"]) for r in runs}) != 1:
+        raise SystemExit("analyse needs fluid and crystal runs of one supercell size")
+    out = dict(runs[0])
+    for key in ("gamma", "energy_blocks", "psi6_blocks", "rel_blocks"):
+        out[key] = np.concatenate([r[key] for r in runs])
+    out["sweeps"] = min(int(r["sweeps"]) for r in runs)
+    out["wall_s"] = sum(float(r["wall_s"]) for r in runs)
+    return out
+
+
 def analyse(args) -> None:
     m = model()
     data = [dict(np.load(f)) for f in args.files]
-    fluid = next(d for d in data if str(d["part"]) == "fluid")
-    crystal = next(d for d in data if str(d["part"]) == "crystal")
+    fluid, crystal = (merge([d for d in data if str(d["part"]) == part]) for part in ("fluid", "crystal"))
     size = int(fluid["size"])
     res = fe.melting_from_runs(m, (size, size), fluid, crystal, bootstrap=args.bootstrap, seed=args.seed)
     print(fe.format_report(res))
@@ -99,9 +112,10 @@ def main(argv=None) -> None:
     r.add_argument("--blocks", type=int, default=10)
     r.add_argument("--psi6-every", type=int, default=20)
     r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--gammas", type=float, nargs="+", help="Γ values (default: the module's lists)")
     r.add_argument("--continue", dest="cont", action="store_true", help="continue the runs saved in --out")
     a = sub.add_parser("analyse")
-    a.add_argument("files", nargs=2)
+    a.add_argument("files", nargs="+", help="the .npz files of one supercell (fluid and crystal parts)")
     a.add_argument("--bootstrap", type=int, default=200)
     a.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
