@@ -230,7 +230,8 @@ def melting_from_runs(model, size, fluid: dict, crystal: dict, bootstrap: int = 
     fluid_info = {"gamma": gf, "psi6": pf, "rel": rf, "kept": okf, "nodes": g1, "u": u1}
     crystal_info = {"gamma": gc, "psi6": pc, "rel": rc, "kept": okc, "nodes": g2, "u": u2, "u_err": s2}
     return MeltingEstimate(
-        n=n, gamma_m=float(gm), gamma_m_err=float(np.nanstd(samples)), gamma_m_samples=samples,
+        n=n, gamma_m=float(gm), gamma_m_err=float(np.nanstd(samples)) if np.isfinite(samples).any() else np.nan,
+        gamma_m_samples=samples,
         quadrature_shift=float(thin_shift), anharmonic=coef, chi2=chi2, fluid=fluid_info, crystal=crystal_info,
         latent_heat=float(gm * u_fl - bu_cr), sweeps=(int(fluid["sweeps"]), int(crystal["sweeps"])),
         wall_s=float(fluid["wall_s"]) + float(crystal["wall_s"]),
@@ -254,7 +255,7 @@ def format_report(r: MeltingEstimate) -> str:
     for x in np.unique(r.fluid["gamma"]):
         s = r.fluid["gamma"] == x
         u = r.fluid["u"][r.fluid["nodes"] == x]
-        lines.append(f"  {x:7.1f}  {(u[0] - E_MADELUNG) if len(u) else np.nan:10.5f}   {r.fluid['psi6'][s].mean():.3f}"
+        lines.append(f"  {x:7.3g}  {(u[0] - E_MADELUNG) if len(u) else np.nan:10.5f}   {r.fluid['psi6'][s].mean():.3f}"
                      f"   {int((~r.fluid['kept'][s]).sum())}/{int(s.sum())}")
     lines.append("crystal branch (ideal start): Γ     βu_anh ± err   Ψ₆     γ_rel=⟨|u_i−u_j|²⟩/a²  melted")
     for x in np.unique(r.crystal["gamma"]):
@@ -266,9 +267,10 @@ def format_report(r: MeltingEstimate) -> str:
                      f"{2 * r.crystal['rel'][s].mean():.4f}   {int((~r.crystal['kept'][s]).sum())}/{int(s.sum())}")
     lines.append(f"βu_anh fit: c = {np.array2string(r.anharmonic, precision=3)} (Σ c_k Γ^-k), χ²/dof = {r.chi2:.2f}")
     ok = np.isfinite(r.gamma_m_samples)
+    spread = (f"16–84 %: {np.nanpercentile(r.gamma_m_samples, 16):.1f}–{np.nanpercentile(r.gamma_m_samples, 84):.1f}"
+              if ok.any() else "no bootstrap")
     lines.append(f"free-energy crossing: Γ_m = {r.gamma_m:.1f} ± {r.gamma_m_err:.1f} (bootstrap, {ok.sum()} of "
-                 f"{len(ok)} resamples cross; 16–84 %: {np.nanpercentile(r.gamma_m_samples, 16):.1f}–"
-                 f"{np.nanpercentile(r.gamma_m_samples, 84):.1f}); quadrature check (every other fluid node): "
+                 f"{len(ok)} resamples cross; {spread}); quadrature check (every other fluid node): "
                  f"{r.quadrature_shift:+.1f}")
     lines.append(f"latent heat at Γ_m: β(u_fl − u_cr) = {r.latent_heat:.3f} per particle")
     lines.append(f"hysteresis: crystal melted at Γ ≤ {hysteresis(r.crystal, 'crystal'):.0f}, "

@@ -12,7 +12,8 @@ tail of U (C = e²/κ for Coulomb and Keldysh, 0 for dipoles and gates):
 η = 4.5/r_c with r_c half the shortest supercell vector, so the erfc part beyond the minimum image is
 < 1e-9 relative; the smooth reciprocal part is tabulated once by FFT on an M×M grid (M·h·η ≤ 0.1
 spacing) and read back by periodic cubic-spline interpolation (`scipy.ndimage.map_coordinates`;
-error < 1e-6 e²/(κa), tested against `moire_cli.ewald`); the short part by a cubic spline in ln r.
+error < 1e-6 e²/(κa), tested against `moire_cli.ewald`); the short part by a cubic spline in ln r
+(plain Coulomb: C erfc(ηr)/r directly).
 The non-Coulomb remainders
 (Keldysh's U − C/r ~ (r₀/κ)²/r³, the dipolar 1/r³) are cut at the minimum image (r_c); the uniform
 background and the self-image term are constants and drop out of every energy difference.
