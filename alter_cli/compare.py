@@ -1,7 +1,7 @@
 """Statistics of a comparison of several evaluated sources: per-source score intervals and seeds.
 
 `alter eval` with several sources scores them on the same samples. Beside the paired bootstrap of
-differences (`evaluate.paired_bootstrap`) this module gives
+differences (`metrics.paired_bootstrap`) this module gives
 
 - :func:`score_intervals`: each source's score per task and macro average with a 95 % bootstrap
   percentile interval, every source resampled with the *same* draws (paired), stratified by task
@@ -15,7 +15,7 @@ differences (`evaluate.paired_bootstrap`) this module gives
   test-sample noise. Differences between groups take the paired bootstrap of the seed-averaged
   per-sample scores.
 
-Pure functions over ``evaluate.EvalResult`` records (``index``, ``task``, ``score`` per sample).
+Pure functions over ``metrics.EvalResult`` records (``index``, ``task``, ``score`` per sample).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare import has_seed_groups, score_intervals, seed_difference_rows, seed_groups, seed_rows
-from .evaluate import EvalResult
+from .metrics import EvalResult
 
 METRIC_COLUMNS = ("task", "kind", "n", "score", "accuracy", "macro_f1", "rouge_l", "n_unmatched")
 
@@ -75,8 +75,8 @@ SEED_CI_COLUMNS = ("source", "versus", "task", "difference", "seed_std", "ci_low
 
 def bootstrap_rows(results: Mapping[str, EvalResult]) -> list[dict[str, Any]]:
     """The first source against each other one: score difference per task and macro average with
-    its 95 % paired-bootstrap interval (`evaluate.paired_bootstrap`, 5,000 resamples, seed 0)."""
-    from .evaluate import paired_bootstrap
+    its 95 % paired-bootstrap interval (`metrics.paired_bootstrap`, 5,000 resamples, seed 0)."""
+    from .metrics import paired_bootstrap
 
     (first, res0), *others = results.items()
     return [{"source": first, "versus": label} | row
@@ -107,7 +107,7 @@ def load_eval_folder(path: str | os.PathLike, rows: list[tuple[str, str, str]]) 
     """The EvalResult and source metadata saved in a one-source eval folder, checked against ``rows``
     ((task, input, target) of every sample of the data being scored, in order).
     Raises ValueError when the folder is malformed or scored other samples."""
-    from .evaluate import EvalReport
+    from .metrics import EvalReport
 
     p = Path(path)
     try:

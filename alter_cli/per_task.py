@@ -12,7 +12,7 @@ forward (the ``adapter_names`` argument of ``LoraLayer.forward``, PEFT's "infere
 LoRA adapters in the same batch"), given to every LoRA layer by a forward pre-hook; with beam search
 (batch B·k) each sample's adapter name is repeated k times, as HF ``generate`` repeats the rows.
 The context is attached to the model as ``alter_task_context``, which
-``evaluate.default_task_context`` uses, so `alter eval` and `alter predict` route without knowing
+``generation.default_task_context`` uses, so `alter eval` and `alter predict` route without knowing
 the method.
 """
 

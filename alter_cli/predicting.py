@@ -54,7 +54,9 @@ def predict_stream(ck: Any, lines: Iterable[tuple[int, str]], source: str, *, ta
     malformed line (after the lines before it were written) or no inputs at all.
     """
     from .data import DataError
-    from .evaluate import encode_prompts, generate_texts, match_label, prediction_row
+    from .evaluate import prediction_row
+    from .generation import encode_prompts, generate_texts
+    from .metrics import match_label
 
     data_meta = ck.meta.get("data") or {}
     prompt_format = data_meta.get("prompt_format", "auto")

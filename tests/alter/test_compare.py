@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alter_cli import compare
-from alter_cli.evaluate import EvalReport, EvalResult
+from alter_cli.metrics import EvalReport, EvalResult
 from alter_cli.output import eval_files
 
 

@@ -29,7 +29,8 @@ from alter_cli.data import (
     task_probabilities,
     text_window,
 )
-from alter_cli.evaluate import encode_prompts, parse_prediction_inputs
+from alter_cli.evaluate import parse_prediction_inputs
+from alter_cli.generation import encode_prompts
 from alter_cli.readers import MAX_DEPTH, ReadError, dump_yaml, load_json, load_yaml
 
 from .conftest import make_tokenizer

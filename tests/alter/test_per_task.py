@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from alter_cli.checkpoint import load_checkpoint
 from alter_cli.cli import app
-from alter_cli.evaluate import default_task_context
+from alter_cli.generation import default_task_context
 from alter_cli.per_task import adapter_name
 from alter_cli.sources.synthetic import make_jsonl
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from alter_cli.sources import bbc
+from alter_cli.sources import bbc, bbc_corpus
 
 TOPICS = ("business", "politics", "sports")
 WORDS = (
@@ -58,20 +58,20 @@ def _sha(path: Path) -> str:
 
 
 def test_parse_article_splits_headline_and_paragraphs():
-    art = bbc.parse_article(
+    art = bbc_corpus.parse_article(
         "tech/001", "tech", "\r\n Big  news today \r\n\r\nFirst  para\r\ncontinues.\r\n\r\n\r\nSecond.\r\n"
     )
     assert art.headline == "Big news today"
     assert art.body == "First para continues.\nSecond."
     with pytest.raises(bbc.BBCSourceError, match="no body"):
-        bbc.parse_article("tech/002", "tech", "Only a headline\n\n")
+        bbc_corpus.parse_article("tech/002", "tech", "Only a headline\n\n")
     with pytest.raises(bbc.BBCSourceError, match="empty"):
-        bbc.parse_article("tech/003", "tech", "\n  \n")
+        bbc_corpus.parse_article("tech/003", "tech", "\n  \n")
 
 
 def test_decode_text_falls_back_to_cp1252_pound_sign():
-    assert bbc.decode_text("£5m".encode()) == "£5m"
-    assert bbc.decode_text(b"a \xa315.8m fee") == "a £15.8m fee"
+    assert bbc_corpus.decode_text("£5m".encode()) == "£5m"
+    assert bbc_corpus.decode_text(b"a \xa315.8m fee") == "a £15.8m fee"
 
 
 def test_group_stories_joins_shared_headline_or_body_transitively():
@@ -79,7 +79,7 @@ def test_group_stories_joins_shared_headline_or_body_transitively():
     b = bbc.Article("x/2", "x", "head  a", "Body two")  # same headline as a (case/space)
     c = bbc.Article("x/3", "x", "Head C", "body TWO")  # same body as b
     d = bbc.Article("x/4", "x", "Head D", "Body four")
-    stories = bbc.group_stories([a, b, c, d])
+    stories = bbc_corpus.group_stories([a, b, c, d])
     assert [[s.article_id for s in story] for story in stories] == [["x/1", "x/2", "x/3"], ["x/4"]]
     kept, dropped = bbc.deduplicate([a, b, c, d])
     assert [k.article_id for k in kept] == ["x/1", "x/4"] and dropped == 2

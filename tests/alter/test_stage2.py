@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alter_cli import evaluate as ev
+from alter_cli import generation
 from alter_cli.checkpoint import load_checkpoint
 from alter_cli.config import AlterConfig, Stage2Config
 from alter_cli.data import Collator, TaskRegistry, encode_dataset, parse_jsonl
@@ -125,11 +125,11 @@ def test_beam_search_with_mixed_tasks_uses_each_samples_task_weights(stage1_ckpt
         torch.nn.init.normal_(layer.experts.up, std=2.0)
         with torch.no_grad():
             layer.selector.copy_(torch.eye(layer.num_tasks, layer.num_experts) * 5.0)
-    prompts = ev.encode_prompts(ck.tokenizer, ["abcab", "abcab", "ddeea", "ddeea"], False)
+    prompts = generation.encode_prompts(ck.tokenizer, ["abcab", "abcab", "ddeea", "ddeea"], False)
     task_ids = [0, 2, 1, 3]
     kw = dict(max_new_tokens=6, num_beams=3)
-    batched = ev.generate_texts(ck.model, ck.tokenizer, prompts, task_ids, batch_size=4, **kw)
-    single = [ev.generate_texts(ck.model, ck.tokenizer, [p], [t], batch_size=1, **kw)[0]
+    batched = generation.generate_texts(ck.model, ck.tokenizer, prompts, task_ids, batch_size=4, **kw)
+    single = [generation.generate_texts(ck.model, ck.tokenizer, [p], [t], batch_size=1, **kw)[0]
               for p, t in zip(prompts, task_ids, strict=True)]
     assert batched == single
     assert batched[0] != batched[1] or batched[2] != batched[3]  # the task changes the output of a prompt
@@ -248,10 +248,10 @@ def test_pooled_gate_ignores_padding(stage1_ckpt):
     the output it gets alone (left padding in generation, right padding in training)."""
     ck = load_checkpoint(stage1_ckpt)
     model = _pooled_stage2(ck.model, ck.mta_config)
-    prompts = ev.encode_prompts(ck.tokenizer, ["abcabcabca", "dd", "abc", "eeddaab"], False)
+    prompts = generation.encode_prompts(ck.tokenizer, ["abcabcabca", "dd", "abc", "eeddaab"], False)
     task_ids = [0, 2, 1, 3]
     for left in (True, False):
-        ids, mask = ev.pad_prompts(prompts, ck.tokenizer.pad_token_id, left=left)
+        ids, mask = generation.pad_prompts(prompts, ck.tokenizer.pad_token_id, left=left)
         with torch.no_grad(), task_context(model, torch.tensor(task_ids)):
             model(input_ids=ids, attention_mask=mask)
             batched = [layer.last_gate.clone() for layer in mta_layers(model)]
@@ -261,8 +261,8 @@ def test_pooled_gate_ignores_padding(stage1_ckpt):
                 for g_batch, layer in zip(batched, mta_layers(model), strict=True):
                     torch.testing.assert_close(g_batch[i], layer.last_gate[0], rtol=1e-5, atol=1e-6)
     kw = dict(max_new_tokens=5, num_beams=2)
-    batched_text = ev.generate_texts(model, ck.tokenizer, prompts, task_ids, batch_size=4, **kw)
-    single = [ev.generate_texts(model, ck.tokenizer, [p], [t], batch_size=1, **kw)[0]
+    batched_text = generation.generate_texts(model, ck.tokenizer, prompts, task_ids, batch_size=4, **kw)
+    single = [generation.generate_texts(model, ck.tokenizer, [p], [t], batch_size=1, **kw)[0]
               for p, t in zip(prompts, task_ids, strict=True)]
     assert batched_text == single
 
@@ -280,7 +280,7 @@ def test_pooled_gate_t5_encoder_ignores_padding(tiny_t5_dir, synthetic_jsonl):
     model = _pooled_stage2(model, cfg.mta)
     encoder_layer = mta_layers(model)[0]
     prompts = [[5, 6, 7, 8, 9, 1], [10, 11, 1]]
-    ids, mask = ev.pad_prompts(prompts, 0, left=False)
+    ids, mask = generation.pad_prompts(prompts, 0, left=False)
     with torch.no_grad(), task_context(model, torch.tensor([0, 1])):
         model.get_encoder()(input_ids=ids, attention_mask=mask)  # as generate() calls it
         g_batch = encoder_layer.last_gate.clone()

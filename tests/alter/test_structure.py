@@ -8,17 +8,18 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "alter_cli"
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PKG.parent).with_suffix("")
+def _module_name(path: Path, pkg: Path = PKG) -> str:
+    rel = path.relative_to(pkg.parent).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """module -> alter_cli modules it imports anywhere in its body (top level or inside a function)."""
-    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+def import_graph(pkg: Path = PKG) -> dict[str, set[str]]:
+    """module -> modules of package ``pkg`` (default alter_cli) it imports anywhere in its body (top
+    level or inside a function)."""
+    modules = {_module_name(p, pkg): p for p in pkg.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -34,7 +35,7 @@ def import_graph() -> dict[str, set[str]]:
                     deps.add(full if full in modules else base)
             elif isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names}
-        graph[name] = {d for d in deps if d in modules and d != name and d != "alter_cli"}
+        graph[name] = {d for d in deps if d in modules and d != name and d != pkg.name}
     return graph
 
 
