@@ -16,20 +16,69 @@ Units: nm, meV, m₀, degrees for ψ.
 from moire_cli.config.common import LIMITS, ConfigError
 from moire_cli.config.loading import config_from_dict, load_config, parse_overrides
 from moire_cli.config.materials import MATERIALS, material_defaults
-from moire_cli.config.melt import MAX_MELT_WORK, SWEEP_ALIASES, MeltConfig
-from moire_cli.config.phonons import MAX_MESH_WORK, PhononsConfig
-from moire_cli.config.system import SystemConfig
+from moire_cli.config.melt import (
+    EXCITON_INTERACTIONS,
+    MAX_MELT_WORK,
+    MELT_METHODS,
+    SWEEP_ALIASES,
+    ExcitonConfig,
+    MeltConfig,
+    MeltInteractionConfig,
+    MeltSection,
+    MonteCarloSection,
+    SCHASection,
+    SweepRange,
+    TemperatureRange,
+)
+from moire_cli.config.phonons import (
+    MAX_MESH_WORK,
+    AnharmonicDecayConfig,
+    ChiralityConfig,
+    MeshConfig,
+    OpticsConfig,
+    PathConfig,
+    PhononsConfig,
+    ThermalHallConfig,
+)
+from moire_cli.config.system import (
+    CrystalConfig,
+    DielectricConfig,
+    EwaldConfig,
+    InteractionConfig,
+    MoirePotentialConfig,
+    SystemConfig,
+)
 
 __all__ = [
+    "EXCITON_INTERACTIONS",
     "LIMITS",
     "MATERIALS",
     "MAX_MELT_WORK",
     "MAX_MESH_WORK",
+    "MELT_METHODS",
     "SWEEP_ALIASES",
+    "AnharmonicDecayConfig",
+    "ChiralityConfig",
     "ConfigError",
+    "CrystalConfig",
+    "DielectricConfig",
+    "EwaldConfig",
+    "ExcitonConfig",
+    "InteractionConfig",
     "MeltConfig",
+    "MeltInteractionConfig",
+    "MeltSection",
+    "MeshConfig",
+    "MoirePotentialConfig",
+    "MonteCarloSection",
+    "OpticsConfig",
+    "PathConfig",
     "PhononsConfig",
+    "SCHASection",
+    "SweepRange",
     "SystemConfig",
+    "TemperatureRange",
+    "ThermalHallConfig",
     "config_from_dict",
     "load_config",
     "material_defaults",
