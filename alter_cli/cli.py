@@ -23,12 +23,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="ALTER: Mixtu
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes reported as one line + exit 2 (imported lazily: torch is heavy)."""
     from .checkpoint import CheckpointError
+    from .export import ExportError
     from .inject import InjectError
     from .models import ModelLoadError
     from .train import TrainingError
 
     return (ConfigError, DataError, UnknownTaskError, InjectError, ModelLoadError, CheckpointError, TrainingError,
-            InputFileError, OutputFolderError)
+            InputFileError, OutputFolderError, ExportError)
 
 
 def fail(message: str) -> None:
@@ -373,6 +374,26 @@ def check(
             if kind == "train-stage2":
                 cfg.stage1 = relative_to(cfg.stage1, path_base(config, set_, "stage1"))
         typer.echo(check_inputs(kind, cfg, read_text))
+    except user_errors() as exc:
+        fail(str(exc))
+
+
+@app.command("export")
+def export(
+    checkpoint: Path = typer.Argument(..., help="Stage-1 checkpoint (lora / hydra_lora experts) or LoRA baseline."),
+    out: Path = typer.Option(..., "--out", help="Output folder: <task>/ PEFT adapters, or one merged model."),
+    format_: str = typer.Option(..., "--format", help="peft (one LoRA adapter per task) | merged (one task)."),
+    task: str | None = typer.Option(None, "--task", help="Export this task only (merged: required with >1 task)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier alter export in --out."),
+) -> None:
+    """Export a checkpoint to PEFT LoRA adapters or a merged Hugging Face model, exactly (same
+    logits); what has no exact LoRA form (bottleneck/ffn_copy experts, stage 2) is refused."""
+    try:
+        quiet_libraries()
+        from .export import export_checkpoint
+
+        for line in export_checkpoint(checkpoint, out, format_, task, overwrite):
+            typer.echo(line)
     except user_errors() as exc:
         fail(str(exc))
 
