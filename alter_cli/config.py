@@ -218,7 +218,12 @@ class MTAConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """The accelerate training loop (shared by both stages)."""
+    """The accelerate training loop (shared by both stages).
+
+    gradient_checkpointing: recompute each block's activations in the backward pass instead of
+    keeping them (non-reentrant torch checkpointing; less activation memory for about one more
+    forward per step; same losses and gradients, see docs/alter-export.md).
+    """
 
     max_steps: Samples = Field(100, ge=1)
     batch_size: Batch = Field(8, ge=1)
@@ -234,6 +239,8 @@ class TrainConfig(_Strict):
     save_every: Samples = Field(0, ge=0)
     unfreeze_backbone: bool = False
     tune_selector: bool = False
+    gradient_checkpointing: bool = False
+    """Non-reentrant activation checkpointing of every transformer block (default off)."""
 
     @model_validator(mode="after")
     def _samples_bounded(self) -> TrainConfig:

@@ -140,7 +140,7 @@ def task_lora(ck: LoadedCheckpoint, task: str) -> TaskLoRA:
 
     with torch.no_grad():
         for name, ffn, layer in _ffn_modules(ck.model):
-            a = layer.alpha()[tid].float()  # (E,), as MTALayer.task_mixture computes it
+            a = layer.alpha()[tid]  # (E,), in the selector dtype, as MTALayer.task_mixture computes it
             alphas.append([float(v) for v in a])
             experts = layer.experts
             rank, scaling = experts.rank, experts.scaling

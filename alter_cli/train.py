@@ -45,6 +45,7 @@ from .data import Collator, Example, TaskBalancedSampler, TaskRegistry, encode_d
 from .inject import attach_mta, is_mta_param, optimizer_param_groups, set_trainable
 from .models import BaseModelRef, check_positions, load_base_model
 from .mta import alpha_per_task, mta_layers, task_context
+from .quiet import peft_quietly
 
 
 class TrainingError(ValueError):
@@ -263,7 +264,25 @@ def _set_up_model(cfg: Any, stage: int, setup_model: Callable[[Any], ModelBundle
         raise TrainingError("no trainable parameters")
     if hasattr(bundle.model.config, "use_cache"):
         bundle.model.config.use_cache = False
+    if getattr(tc, "gradient_checkpointing", False):
+        enable_gradient_checkpointing(bundle.model)
     return bundle
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Activation (gradient) checkpointing of every transformer block, non-reentrant
+    (torch.utils.checkpoint with use_reentrant=False): it needs no input that requires grad, so it
+    works with a frozen backbone and trainable MTA layers inside the blocks (the reentrant form
+    returns no gradient there: transformers#23170). The MTA layers are recomputed in the backward
+    pass, which `_train_loop` runs inside the task context. Raises TrainingError for a model
+    without transformers' gradient checkpointing."""
+    if not getattr(model, "supports_gradient_checkpointing", False) and not hasattr(model, "base_model"):
+        raise TrainingError(f"train.gradient_checkpointing: {type(model).__name__} does not support it")
+    with peft_quietly():
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2 (the old name warns)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _make_loader(cfg: Any, bundle: ModelBundle, examples: Sequence[Example], num_processes: int) -> Any:
@@ -387,11 +406,11 @@ def _train_loop(run: _Run, stop: int, on_step: Callable[[dict[str, Any]], None] 
             break
         task_ids = batch.pop("task_ids")
         with acc.accumulate(model):
-            with route(raw, task_ids):
+            with route(raw, task_ids):  # backward inside: gradient checkpointing re-runs the MTA layers
                 loss = model(**batch).loss
                 if extra_loss is not None and (extra := extra_loss(batch)) is not None:
                     loss = loss + extra
-            acc.backward(loss)
+                acc.backward(loss)
             if acc.sync_gradients:
                 acc.clip_grad_norm_(run.params, tc.max_grad_norm)
             run.optimizer.step()

@@ -10,7 +10,10 @@ model and batch in the same run.
 Times: the four measurements (LoRA step, MTA step, base forward, MTA forward) are interleaved in one
 process, rep after rep, and each ratio is the median of per-rep ratios, so that other jobs on a
 shared machine slow both sides alike. Peak memory: each training variant in its own subprocess
-(CUDA: max_memory_allocated; CPU: peak RSS growth over the loaded model).
+(CUDA: max_memory_allocated; CPU: peak RSS growth over the loaded model), and the first expert kind
+again with train.gradient_checkpointing (non-reentrant): the ratio with / without it (on CPU the
+RSS growth holds activations, gradients and optimizer state and the allocator's caching: a coarse
+but real measure; on CUDA max_memory_allocated is exact).
 Aims (issue 11 §4) for the shipped default expert kind (`MTAConfig().expert`, or the first of
 --experts): MTA step <= 1.15x the PEFT LoRA step, forward <= 1.10x the base model.
 """
@@ -152,7 +155,14 @@ def memory_worker(variant: str, model_name: str, batch: int, seq: int) -> dict:
     model = _load(model_name)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(dev)
-    model, ctx = make_lora(model) if variant == "lora" else make_mta(model, variant)
+    checkpointing = variant.endswith("+gc")
+    kind = variant.removesuffix("+gc")
+    model, ctx = make_lora(model) if kind == "lora" else make_mta(model, kind)
+    if checkpointing:
+        from alter_cli.train import enable_gradient_checkpointing
+
+        model.config.use_cache = False
+        enable_gradient_checkpointing(model)
     step = _stepper(model, ctx, _inputs(model, batch, seq), batch)
     rss0 = _rss_bytes()
     if dev == "cuda":
@@ -232,12 +242,17 @@ def main() -> None:
     print(f"  trainable params: lora (rank {LORA_RANK}) {t['trainable']['lora']:,}; " + "; ".join(
         f"{k} (5 x rank {t['ranks'][k]}) {t['trainable'][k]:,}" for k in experts))
     if not a.no_memory:
-        for variant in ["lora", *experts]:
+        mems = {}
+        for variant in ["lora", *experts, f"{experts[0]}+gc"]:
             cmd = [sys.executable, __file__, "--memory-worker", variant, "--model", model, "--batch", str(a.batch),
                    "--seq", str(a.seq)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            mem = json.loads(out.stdout.strip().splitlines()[-1])
+            mems[variant] = mem = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"  {variant + ' memory':<22} peak {mem['peak_mem_mib']:.1f} MiB")
+        on, off = mems[f"{experts[0]}+gc"], mems[experts[0]]
+        what = "peak max_memory_allocated" if t["device"] == "cuda" else "peak RSS growth"
+        print(f"{experts[0]}: peak memory with / without gradient checkpointing ({what}) = "
+              f"{on['peak_mem_mib'] / max(off['peak_mem_mib'], 1e-9):.3f}")
     for k in experts:
         aim = k == experts[0]
         print(f"{k}: train step MTA/LoRA = {t['step_ratio'][k]:.3f}" + (f" (aim <= {STEP_AIM})" if aim else "")
