@@ -80,18 +80,15 @@ demo-alter-synthetic: install-demo
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# alter on BBC News: zero-shot vs PEFT LoRA baseline vs MTA stage 1 vs stage 1 + 2, chosen on the
-# validation split, scored on the test split (docs/results/bbc/README.md; paths fixed by
-# configs/alter/bbc-compare-*.yaml). Reduced budget for 2 shared CPU cores: 80 + 40 MTA steps, 120 LoRA.
+# alter on BBC News: zero-shot vs parameter-matched PEFT LoRA vs MTA stage 1 vs stage 1 + 2, three
+# training seeds, every choice (expert kind, learning rates, gate) on the validation split, the test
+# split scored once (bench/compare_bbc.sh; docs/results/bbc/README.md). Outputs under runs/compare/.
 .PHONY: compare
 compare: install-demo
-	$(VENV)/bin/alter data bbc --config configs/alter/bbc-data.yaml --max-body-chars 300 --max-validation 30 --max-test 50 --out runs/compare/data --overwrite
-	$(VENV)/bin/alter train-baseline configs/alter/bbc-compare-train.yaml --out runs/compare/lora --set train.max_steps=120 --overwrite
-	$(VENV)/bin/alter train-stage1 configs/alter/bbc-compare-train.yaml --out runs/compare/stage1 --overwrite
-	$(VENV)/bin/alter train-stage2 configs/alter/bbc-compare-stage2.yaml --out runs/compare/stage2 --overwrite
-	$(VENV)/bin/alter eval configs/alter/bbc-compare-eval.yaml --out runs/compare/eval-validation --set data.eval=runs/compare/data/validation.jsonl --overwrite
-	$(VENV)/bin/alter eval configs/alter/bbc-compare-eval.yaml --out runs/compare/eval --overwrite
-	mkdir -p docs/results/bbc && cp runs/compare/eval/comparison.csv runs/compare/eval/comparison_ci.csv docs/results/bbc/
+	ALTER=$(ALTER) PY=$(PY) bash bench/compare_bbc.sh
+	mkdir -p docs/results/bbc && cp runs/compare/eval/comparison.csv runs/compare/eval/comparison_ci.csv \
+		runs/compare/eval/seeds.csv runs/compare/eval/seeds_ci.csv runs/compare/eval/comparison.png \
+		runs/compare/choices.txt docs/results/bbc/
 
 # alter on the lexicon mixture (docs/lexicon.md): CMUdict + ISO countries + BBC News, eight tasks;
 # zero-shot vs multi-task LoRA vs per-task LoRA vs MTA stage 1 vs stage 1 + 2 on the test split, a

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The BBC News comparison of issue 11 §6: zero-shot, parameter-matched multi-task PEFT LoRA, per-task
+# LoRA, MTA stage 1, MTA stage 1 + 2; three training seeds; every choice on the validation split (seed 1),
+# the test split scored once at the end. `make compare` runs it; outputs under $ROOT (default
+# runs/compare), choices in $ROOT/choices.txt, the committed copies in docs/results/bbc/.
+#
+#   choice 1: the stage-1 expert kind, hydra_lora (rank 18) or lora (5 experts x rank 12), at 2e-3;
+#   choice 2: the learning rate of MTA (stage 1 and 2) and, separately, of the LoRA baseline: 2e-3 or
+#             6e-3 (at matched alpha/rank = 2 the update of rank-59 LoRA is larger than that of rank-18
+#             experts at the same rate, so one shared rate would favour one side);
+#   choice 3: the stage-2 gate's view of the task, gate_task bias or none;
+#   then seeds 2 and 3 of the chosen MTA and LoRA, one per-task LoRA run, and the test split.
+#
+# Every run shares data, prompts, batch 8, linear decay with 10 warm-up steps, and the budget: MTA stage 1
+# 80 steps + stage 2 40 steps, LoRA 120 steps, per-task LoRA 40 steps per task. Runs already finished
+# (a .done marker) are not repeated, so an interrupted comparison resumes where it stopped.
+# STAGE1_STEPS / STAGE2_STEPS / SEEDS / VAL_N / TEST_N override the budget (a smoke run:
+# ROOT=runs/smoke STAGE1_STEPS=1 STAGE2_STEPS=1 SEEDS="1 2" VAL_N=2 TEST_N=2).
+set -euo pipefail
+ALTER=${ALTER:-.venv/bin/alter}
+PY=${PY:-.venv/bin/python}
+ROOT=${ROOT:-runs/compare}
+S1=${STAGE1_STEPS:-80}
+S2=${STAGE2_STEPS:-40}
+SEEDS=${SEEDS:-"1 2 3"}
+LR0=2.0e-3
+LR1=6.0e-3
+TRAIN=configs/alter/bbc-compare-train.yaml
+STAGE2=configs/alter/bbc-compare-stage2.yaml
+EVAL=configs/alter/bbc-compare-eval.yaml
+D=$ROOT/data
+R=$PWD/$ROOT
+mkdir -p "$ROOT"
+log() { echo "== $(date -u +%H:%M:%S) $*"; }
+data=(--set "data.train=$PWD/$D/train.jsonl")
+first_seed=${SEEDS%% *}
+
+log data
+$ALTER data bbc --config configs/alter/bbc-data.yaml --max-body-chars 300 --max-validation "${VAL_N:-30}" \
+    --max-test "${TEST_N:-50}" --out "$D" --overwrite
+
+# evaluate on the validation split: $1 = out folder, $2 = first checkpoint, $3 = compare list (YAML)
+val() { [ -e "$1/.done" ] && return 0; $ALTER eval $EVAL --out "$1" --set "checkpoint=$2" --set "compare=$3" \
+    --set "data.eval=$PWD/$D/validation.jsonl" --overwrite; touch "$1/.done"; }
+macro() { $PY -c "import csv,sys; r={x['task']:x for x in csv.DictReader(open(sys.argv[1]))}; \
+print(r['macro_average'][sys.argv[2]])" "$1/comparison.csv" "$2"; }
+pick() { $PY -c "import sys; print(sys.argv[3] if float(sys.argv[1]) >= float(sys.argv[2]) else sys.argv[4])" "$@"; }
+sfx() { [ "$1" = "$LR0" ] && echo "" || echo "-lr$1"; }
+
+stage1() {  # $1 kind, $2 learning rate, $3 seed
+    local name extra=()
+    name="stage1-$1$(sfx "$2")-seed$3"
+    if [ "$1" = lora ]; then extra=(--set mta.expert=lora --set mta.rank=12 --set mta.lora_alpha=24.0); fi
+    [ -e "$ROOT/$name/.done" ] && return 0
+    log "stage 1 $1 lr $2 seed $3"
+    $ALTER train-stage1 $TRAIN --out "$ROOT/$name" "${data[@]}" --set train.seed="$3" \
+        --set train.max_steps="$S1" --set train.learning_rate="$2" \
+        --set "mta.selector_learning_rate=$($PY -c "print(5 * $2)")" "${extra[@]}" --overwrite
+    touch "$ROOT/$name/.done"
+}
+stage2() {  # $1 kind, $2 learning rate, $3 gate_task, $4 seed
+    local name s1
+    s1="stage1-$1$(sfx "$2")-seed$4"; name="stage2-$1$(sfx "$2")-$3-seed$4"
+    [ -e "$ROOT/$name/.done" ] && return 0
+    log "stage 2 $1 lr $2 gate_task=$3 seed $4"
+    $ALTER train-stage2 $STAGE2 --out "$ROOT/$name" "${data[@]}" --set "stage1=$R/$s1" \
+        --set mta.gate_task="$3" --set train.seed="$4" --set train.max_steps="$S2" \
+        --set train.learning_rate="$2" --overwrite
+    touch "$ROOT/$name/.done"
+}
+lora() {  # $1 learning rate, $2 seed
+    local name="lora-lr$1-seed$2"
+    [ -e "$ROOT/$name/.done" ] && return 0
+    log "LoRA baseline lr $1 seed $2"
+    $ALTER train-baseline $TRAIN --out "$ROOT/$name" "${data[@]}" --set train.seed="$2" \
+        --set train.max_steps=$((S1 + S2)) --set train.learning_rate="$1" --overwrite
+    touch "$ROOT/$name/.done"
+}
+s=$first_seed
+
+# choice 1: expert kind (lr 2e-3)
+stage1 hydra_lora $LR0 "$s"
+stage1 lora $LR0 "$s"
+val "$ROOT/val-kind" "$R/stage1-hydra_lora-seed$s" "[$R/stage1-lora-seed$s]"
+h=$(macro "$ROOT/val-kind" "stage1-hydra_lora-seed$s"); l=$(macro "$ROOT/val-kind" "stage1-lora-seed$s")
+KIND=$(pick "$h" "$l" hydra_lora lora)
+log "validation macro: hydra_lora $h, lora $l -> $KIND"
+
+# choice 2: learning rates (MTA stage 1; LoRA baseline)
+stage1 "$KIND" $LR1 "$s"
+lora $LR0 "$s"
+lora $LR1 "$s"
+val "$ROOT/val-lr" "$R/stage1-$KIND-seed$s" \
+    "[$R/stage1-$KIND-lr$LR1-seed$s, $R/lora-lr$LR0-seed$s, $R/lora-lr$LR1-seed$s]"
+m0=$(macro "$ROOT/val-lr" "stage1-$KIND-seed$s"); m1=$(macro "$ROOT/val-lr" "stage1-$KIND-lr$LR1-seed$s")
+b0=$(macro "$ROOT/val-lr" "lora-lr$LR0-seed$s"); b1=$(macro "$ROOT/val-lr" "lora-lr$LR1-seed$s")
+LR=$(pick "$m0" "$m1" $LR0 $LR1); LORA_LR=$(pick "$b0" "$b1" $LR0 $LR1)
+log "validation macro: MTA stage 1 lr $LR0 $m0, $LR1 $m1 -> $LR; LoRA lr $LR0 $b0, $LR1 $b1 -> $LORA_LR"
+
+# choice 3: the stage-2 gate's task input
+stage2 "$KIND" "$LR" bias "$s"
+stage2 "$KIND" "$LR" none "$s"
+k=$KIND$(sfx "$LR")
+val "$ROOT/val-gate" "$R/stage2-$k-bias-seed$s" "[$R/stage2-$k-none-seed$s, $R/stage1-$k-seed$s]"
+g1=$(macro "$ROOT/val-gate" "stage2-$k-bias-seed$s"); g0=$(macro "$ROOT/val-gate" "stage2-$k-none-seed$s")
+GATE=$(pick "$g1" "$g0" bias none)
+log "validation macro: gate_task bias $g1, none $g0 -> $GATE"
+{
+    echo "# validation macro averages (seed $s) and the choices made from them by bench/compare_bbc.sh"
+    echo "expert_hydra_lora=$h"; echo "expert_lora=$l"; echo "expert=$KIND"
+    echo "mta_lr_$LR0=$m0"; echo "mta_lr_$LR1=$m1"; echo "mta_learning_rate=$LR"
+    echo "lora_lr_$LR0=$b0"; echo "lora_lr_$LR1=$b1"; echo "lora_learning_rate=$LORA_LR"
+    echo "gate_task_bias=$g1"; echo "gate_task_none=$g0"; echo "gate_task=$GATE"
+} > "$ROOT/choices.txt"
+
+# the other seeds, the per-task LoRA
+for s in $SEEDS; do stage1 "$KIND" "$LR" "$s"; stage2 "$KIND" "$LR" "$GATE" "$s"; done
+for s in $SEEDS; do lora "$LORA_LR" "$s"; done
+if [ ! -e "$ROOT/lora-per-task/.done" ]; then
+    log "per-task LoRA lr $LORA_LR seed $first_seed"
+    $ALTER train-baseline $TRAIN --per-task --out "$ROOT/lora-per-task" "${data[@]}" \
+        --set train.seed="$first_seed" --set train.max_steps=$(((S1 + S2 + 2) / 3)) \
+        --set train.learning_rate="$LORA_LR" --overwrite
+    touch "$ROOT/lora-per-task/.done"
+fi
+
+# the test split, scored once: every source in one eval; labels are the folder names, and links
+# stage2-seedN / stage1-seedN / lora-seedN to the chosen runs make the -seedN groups read as methods
+for s in $SEEDS; do
+    ln -sfn "stage2-$k-$GATE-seed$s" "$ROOT/stage2-seed$s"; ln -sfn "stage1-$k-seed$s" "$ROOT/stage1-seed$s"
+    ln -sfn "lora-lr$LORA_LR-seed$s" "$ROOT/lora-seed$s"
+done
+list=""
+for s in $SEEDS; do [ "$s" = "$first_seed" ] || list+="$R/stage2-seed$s, "; done
+for s in $SEEDS; do list+="$R/stage1-seed$s, "; done
+for s in $SEEDS; do list+="$R/lora-seed$s, "; done
+list+="$R/lora-per-task, zero-shot"
+log "test split"
+$ALTER eval $EVAL --out "$ROOT/eval" --set "checkpoint=$R/stage2-seed$first_seed" --set "compare=[$list]" \
+    --set "data.eval=$PWD/$D/test.jsonl" --overwrite
+log done
