@@ -69,8 +69,11 @@ def test_predict_streams_and_a_closed_pipe_is_a_normal_end(baseline):
 
 def test_ctrl_c_during_start_up_is_one_line(baseline):
     ck, _ = baseline
+    # A shell without job control (CI under nohup, `cmd &`, cron) starts us with SIGINT ignored, and the
+    # child would inherit that (a user's deliberate choice that alter respects): start it with the default.
     proc = subprocess.Popen([*ALTER, "predict", str(ck), "--task", "copy"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(1.0)  # importing torch / transformers, or loading the checkpoint
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)

@@ -126,8 +126,10 @@ def _numerical_escape_barrier(p: MoirePotential) -> float:
     starts = np.stack(np.meshgrid(f, f), -1).reshape(-1, 2) @ p.lattice
     saddles = []
     for r0 in starts:
-        sol = optimize.root(lambda r: p.gradient(r), r0, jac=lambda r: p.hessian(r), tol=1e-13)
-        if sol.success and np.linalg.norm(p.gradient(sol.x)) < 1e-9 * p.V / p.a_M:
+        # Levenberg–Marquardt: scipy 1.17's default hybr at tol=1e-13 ends many starts on spurious
+        # points (success=False); the gradient norm below is the criterion either way
+        sol = optimize.root(lambda r: p.gradient(r), r0, jac=lambda r: p.hessian(r), method="lm", tol=1e-13)
+        if np.all(np.isfinite(sol.x)) and np.linalg.norm(p.gradient(sol.x)) < 1e-9 * p.V / p.a_M:
             ev = np.linalg.eigvalsh(p.hessian(sol.x))
             if ev[0] < -1e-6 * abs(ev).max() and ev[1] > 1e-6 * abs(ev).max():
                 saddles.append(float(p.value(sol.x)))
