@@ -128,9 +128,9 @@ def _stepper(model, ctx, inputs, batch):
 
     def step():
         model.train()
-        with ctx(batch):
+        with ctx(batch):  # backward inside: gradient checkpointing re-runs the MTA layers there
             loss = model(**inputs).loss
-        loss.backward()
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -157,7 +157,7 @@ def memory_worker(variant: str, model_name: str, batch: int, seq: int) -> dict:
     model.to(dev)
     checkpointing = variant.endswith("+gc")
     kind = variant.removesuffix("+gc")
-    model, ctx = make_lora(model) if kind == "lora" else make_mta(model, kind)
+    model, ctx = make_lora(model) if kind == "peft_lora" else make_mta(model, kind)
     if checkpointing:
         from alter_cli.train import enable_gradient_checkpointing
 
@@ -184,8 +184,8 @@ def timing(model_name: str, experts: list[str], batch: int, seq: int, reps: int,
     inputs = _inputs(base, batch, seq)
     none = lambda b: contextlib.nullcontext()  # noqa: E731
     lora, lora_ctx = make_lora(copy.deepcopy(base))
-    fns = {"lora_step": _stepper(lora, lora_ctx, inputs, batch), "base_forward": _forwarder(base, none, inputs, batch)}
-    trainable = {"lora": sum(p.numel() for p in lora.parameters() if p.requires_grad)}
+    fns = {"peft_lora_step": _stepper(lora, lora_ctx, inputs, batch), "base_forward": _forwarder(base, none, inputs, batch)}
+    trainable = {"peft_lora": sum(p.numel() for p in lora.parameters() if p.requires_grad)}
     ranks = {}
     for kind in experts:
         mta, ctx = make_mta(copy.deepcopy(base), kind)
@@ -206,7 +206,7 @@ def timing(model_name: str, experts: list[str], batch: int, seq: int, reps: int,
     ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))  # noqa: E731
     return {"device": dev, "median_s": {k: statistics.median(v) for k, v in times.items()}, "trainable": trainable,
             "ranks": ranks,
-            "step_ratio": {k: ratio(f"{k}_step", "lora_step") for k in experts},
+            "step_ratio": {k: ratio(f"{k}_step", "peft_lora_step") for k in experts},
             "forward_ratio": {k: ratio(f"{k}_forward", "base_forward") for k in experts}}
 
 
@@ -239,11 +239,11 @@ def main() -> None:
     print(f"model={model} batch={a.batch} seq={a.seq} reps={a.reps} device={t['device']} shipped default={shipped}")
     for k, v in t["median_s"].items():
         print(f"  {k:<22} median {v:.4f} s")
-    print(f"  trainable params: lora (rank {LORA_RANK}) {t['trainable']['lora']:,}; " + "; ".join(
+    print(f"  trainable params: PEFT LoRA (rank {LORA_RANK}) {t['trainable']['peft_lora']:,}; " + "; ".join(
         f"{k} (5 x rank {t['ranks'][k]}) {t['trainable'][k]:,}" for k in experts))
     if not a.no_memory:
         mems = {}
-        for variant in ["lora", *experts, f"{experts[0]}+gc"]:
+        for variant in ["peft_lora", *experts, f"{experts[0]}+gc"]:
             cmd = [sys.executable, __file__, "--memory-worker", variant, "--model", model, "--batch", str(a.batch),
                    "--seq", str(a.seq)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -255,7 +255,7 @@ def main() -> None:
               f"{on['peak_mem_mib'] / max(off['peak_mem_mib'], 1e-9):.3f}")
     for k in experts:
         aim = k == experts[0]
-        print(f"{k}: train step MTA/LoRA = {t['step_ratio'][k]:.3f}" + (f" (aim <= {STEP_AIM})" if aim else "")
+        print(f"{k}: train step MTA/PEFT LoRA = {t['step_ratio'][k]:.3f}" + (f" (aim <= {STEP_AIM})" if aim else "")
               + f"; forward MTA/base = {t['forward_ratio'][k]:.3f}" + (f" (aim <= {FORWARD_AIM})" if aim else ""))
 
 
