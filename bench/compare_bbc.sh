@@ -29,53 +29,13 @@ TRAIN=configs/alter/bbc-compare-train.yaml
 STAGE2=configs/alter/bbc-compare-stage2.yaml
 EVAL=configs/alter/bbc-compare-eval.yaml
 D=$ROOT/data
-R=$PWD/$ROOT
-mkdir -p "$ROOT"
-log() { echo "== $(date -u +%H:%M:%S) $*"; }
-data=(--set "data.train=$PWD/$D/train.jsonl")
 first_seed=${SEEDS%% *}
+. "$(dirname "$0")/compare_lib.sh"
 
 log data
 $ALTER data bbc --config configs/alter/bbc-data.yaml --max-body-chars 300 --max-validation "${VAL_N:-30}" \
     --max-test "${TEST_N:-50}" --out "$D" --overwrite
 
-# evaluate on the validation split: $1 = out folder, $2 = first checkpoint, $3 = compare list (YAML)
-val() { [ -e "$1/.done" ] && return 0; $ALTER eval $EVAL --out "$1" --set "checkpoint=$2" --set "compare=$3" \
-    --set "data.eval=$PWD/$D/validation.jsonl" --overwrite; touch "$1/.done"; }
-macro() { $PY -c "import csv,sys; r={x['task']:x for x in csv.DictReader(open(sys.argv[1]))}; \
-print(r['macro_average'][sys.argv[2]])" "$1/comparison.csv" "$2"; }
-pick() { $PY -c "import sys; print(sys.argv[3] if float(sys.argv[1]) >= float(sys.argv[2]) else sys.argv[4])" "$@"; }
-sfx() { [ "$1" = "$LR0" ] && echo "" || echo "-lr$1"; }
-
-stage1() {  # $1 kind, $2 learning rate, $3 seed
-    local name extra=()
-    name="stage1-$1$(sfx "$2")-seed$3"
-    if [ "$1" = lora ]; then extra=(--set mta.expert=lora --set mta.rank=12 --set mta.lora_alpha=24.0); fi
-    [ -e "$ROOT/$name/.done" ] && return 0
-    log "stage 1 $1 lr $2 seed $3"
-    $ALTER train-stage1 $TRAIN --out "$ROOT/$name" "${data[@]}" --set train.seed="$3" \
-        --set train.max_steps="$S1" --set train.learning_rate="$2" \
-        --set "mta.selector_learning_rate=$($PY -c "print(5 * $2)")" "${extra[@]}" --overwrite
-    touch "$ROOT/$name/.done"
-}
-stage2() {  # $1 kind, $2 learning rate, $3 gate_task, $4 seed
-    local name s1
-    s1="stage1-$1$(sfx "$2")-seed$4"; name="stage2-$1$(sfx "$2")-$3-seed$4"
-    [ -e "$ROOT/$name/.done" ] && return 0
-    log "stage 2 $1 lr $2 gate_task=$3 seed $4"
-    $ALTER train-stage2 $STAGE2 --out "$ROOT/$name" "${data[@]}" --set "stage1=$R/$s1" \
-        --set mta.gate_task="$3" --set train.seed="$4" --set train.max_steps="$S2" \
-        --set train.learning_rate="$2" --overwrite
-    touch "$ROOT/$name/.done"
-}
-lora() {  # $1 learning rate, $2 seed
-    local name="lora-lr$1-seed$2"
-    [ -e "$ROOT/$name/.done" ] && return 0
-    log "LoRA baseline lr $1 seed $2"
-    $ALTER train-baseline $TRAIN --out "$ROOT/$name" "${data[@]}" --set train.seed="$2" \
-        --set train.max_steps=$((S1 + S2)) --set train.learning_rate="$1" --overwrite
-    touch "$ROOT/$name/.done"
-}
 s=$first_seed
 
 # choice 1: expert kind (lr 2e-3)
@@ -116,26 +76,6 @@ log "validation macro: gate_task bias $g1, none $g0 -> $GATE"
 # the other seeds, the per-task LoRA
 for s in $SEEDS; do stage1 "$KIND" "$LR" "$s"; stage2 "$KIND" "$LR" "$GATE" "$s"; done
 for s in $SEEDS; do lora "$LORA_LR" "$s"; done
-if [ ! -e "$ROOT/lora-per-task/.done" ]; then
-    log "per-task LoRA lr $LORA_LR seed $first_seed"
-    $ALTER train-baseline $TRAIN --per-task --out "$ROOT/lora-per-task" "${data[@]}" \
-        --set train.seed="$first_seed" --set train.max_steps=$(((S1 + S2 + 2) / 3)) \
-        --set train.learning_rate="$LORA_LR" --overwrite
-    touch "$ROOT/lora-per-task/.done"
-fi
-
-# the test split, scored once: every source in one eval; labels are the folder names, and links
-# stage2-seedN / stage1-seedN / lora-seedN to the chosen runs make the -seedN groups read as methods
-for s in $SEEDS; do
-    ln -sfn "stage2-$k-$GATE-seed$s" "$ROOT/stage2-seed$s"; ln -sfn "stage1-$k-seed$s" "$ROOT/stage1-seed$s"
-    ln -sfn "lora-lr$LORA_LR-seed$s" "$ROOT/lora-seed$s"
-done
-list=""
-for s in $SEEDS; do [ "$s" = "$first_seed" ] || list+="$R/stage2-seed$s, "; done
-for s in $SEEDS; do list+="$R/stage1-seed$s, "; done
-for s in $SEEDS; do list+="$R/lora-seed$s, "; done
-list+="$R/lora-per-task, zero-shot"
-log "test split"
-$ALTER eval $EVAL --out "$ROOT/eval" --set "checkpoint=$R/stage2-seed$first_seed" --set "compare=[$list]" \
-    --set "data.eval=$PWD/$D/test.jsonl" --overwrite
+lora_per_task "$LORA_LR" "$first_seed" $(((S1 + S2 + 2) / 3))
+test_eval "$k" "$GATE" "$LORA_LR" "$SEEDS"
 log done
