@@ -257,7 +257,7 @@ class GenerateConfig(_Strict):
     label_match: how a generated text is matched to a classify/nli label set after normalisation
     (case, whitespace, punctuation): `exact`; `prefix` (the text may run on after the label); or
     `search` (also a label named anywhere in the text as whole words, when it names exactly one:
-    "The topic of this article is sports." -> sports). See `evaluate.match_label`.
+    "The topic of this article is sports." -> sports). See `metrics.match_label`.
     """
 
     batch_size: Batch = Field(16, ge=1)
