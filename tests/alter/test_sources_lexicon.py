@@ -301,6 +301,9 @@ def test_shipped_lexicon_configs_load_and_chain():
     for cfg in (train, ev):
         assert [{"name": t.name, "kind": t.kind, "labels": t.labels} for t in cfg.tasks] == reg["tasks"]
     s2 = resolve_config((root / "lexicon-compare-stage2.yaml").read_text(), "s", [], Stage2Config)
-    assert train.train.max_steps + s2.train.max_steps == 90  # = the LoRA baselines' steps (Makefile)
+    assert train.train.max_steps + s2.train.max_steps == 120  # = the LoRA baseline's steps
+    script = (root.parents[1] / "bench" / "compare_lexicon.sh").read_text()
+    assert "STAGE1_STEPS:-80}" in script and "STAGE2_STEPS:-40}" in script  # the budget the configs state
+    assert train.mta.num_experts == len(train.tasks) and train.mta.task_to_experts is None  # task i owns expert i
     assert s2.stage1 == ev.checkpoint.replace("stage2", "stage1") and s2.data.train == train.data.train
     assert yaml.safe_load((root / "lexicon-compare-eval.yaml").read_text())["compare"][-1] == "zero-shot"
