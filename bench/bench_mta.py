@@ -10,7 +10,8 @@ model and batch in the same run.
 Times: the four measurements (LoRA step, MTA step, base forward, MTA forward) are interleaved in one
 process, rep after rep, and each ratio is the median of per-rep ratios, so that other jobs on a
 shared machine slow both sides alike. Peak memory: each training variant in its own subprocess
-(CUDA: max_memory_allocated; CPU: peak RSS growth over the loaded model), and the first expert kind
+(CUDA: max_memory_allocated; CPU: peak RSS growth during two steps over the loaded model, the
+high-water mark reset after loading through /proc/self/clear_refs), and the first expert kind
 again with train.gradient_checkpointing (non-reentrant): the ratio with / without it (on CPU the
 RSS growth holds activations, gradients and optimizer state and the allocator's caching: a coarse
 but real measure; on CUDA max_memory_allocated is exact).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import copy
 import json
 import os
@@ -44,6 +46,28 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the process's resident-set high-water mark (VmHWM) to its current RSS (Linux >= 4.0:
+    write 5 to /proc/self/clear_refs), so that a later peak measures the training steps and not the
+    model load (reading and converting the weights peaks above a short training step). False where
+    the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    """VmHWM of /proc/self/status (the peak resident set since the last reset), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _load(model_name: str):
     import torch
     import transformers as tf
@@ -61,9 +85,12 @@ def _load(model_name: str):
     return load_base_model(model_name).model
 
 
-def _last4(model) -> list[int]:
+LAYERS = "last4"  # --layers: the blocks that get adapters, last4 (the shipped configs) or all
+
+
+def _adapted_layers(model) -> list[int]:
     n = model.config.num_hidden_layers
-    return list(range(n - 4, n))
+    return list(range(n)) if LAYERS == "all" else list(range(n - 4, n))
 
 
 def _mta_config(model, expert: str):
@@ -72,10 +99,10 @@ def _mta_config(model, expert: str):
     from alter_cli.config import MTAConfig
 
     reg = _registry()
-    target = LORA_RANK * 3 * (model.config.hidden_size + model.config.intermediate_size) * 4
+    target = LORA_RANK * 3 * (model.config.hidden_size + model.config.intermediate_size) * len(_adapted_layers(model))
 
     def cfg(rank: int) -> MTAConfig:
-        return MTAConfig(expert=expert, num_experts=NUM_EXPERTS, rank=rank, layers=_last4(model),
+        return MTAConfig(expert=expert, num_experts=NUM_EXPERTS, rank=rank, layers=_adapted_layers(model),
                          lora_alpha=2.0 * rank if expert in ("lora", "hydra_lora") else None)
 
     n1, n2 = (mta_stage1_parameter_count(model, cfg(r), reg) for r in (1, 2))
@@ -103,11 +130,11 @@ def make_mta(model, expert: str):
 
 
 def make_lora(model):
-    """PEFT LoRA rank 59 (alpha 2·rank) on gate/up/down of the same 4 layers."""
+    """PEFT LoRA rank 59 (alpha 2·rank) on gate/up/down of the same layers as MTA."""
     from peft import LoraConfig, get_peft_model
 
     r = LORA_RANK
-    cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, layers_to_transform=_last4(model),
+    cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, layers_to_transform=_adapted_layers(model),
                      target_modules=["gate_proj", "up_proj", "down_proj"])
     return get_peft_model(model, cfg), lambda batch: contextlib.nullcontext()
 
@@ -164,13 +191,19 @@ def memory_worker(variant: str, model_name: str, batch: int, seq: int) -> dict:
         model.config.use_cache = False
         enable_gradient_checkpointing(model)
     step = _stepper(model, ctx, _inputs(model, batch, seq), batch)
+    gc.collect()
     rss0 = _rss_bytes()
+    reset = dev == "cpu" and _reset_peak_rss()
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for _ in range(2):
         step()
-    peak = torch.cuda.max_memory_allocated() if dev == "cuda" else resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
+    if dev == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    elif reset:
+        peak = _peak_rss_bytes() - rss0
+    else:  # lifetime peak: includes the model load, so the ratio is bounded towards 1
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
     return {"peak_mem_mib": peak / 2**20, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
@@ -219,9 +252,14 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--layers", choices=["last4", "all"], default="last4",
+                    help="blocks with adapters: the last 4 (shipped configs) or all (where activation memory, "
+                         "and so gradient checkpointing, matters: a frozen block before the first adapter keeps none)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global LAYERS
+    LAYERS = a.layers
     sys.path.insert(0, str(ROOT))
     from alter_cli.config import MTAConfig
 
@@ -236,7 +274,7 @@ def main() -> None:
     shipped = MTAConfig().expert
     experts = a.experts.split(",") if a.experts else list(dict.fromkeys([shipped, "lora"]))
     t = timing(model, experts, a.batch, a.seq, a.reps, a.warmup)
-    print(f"model={model} batch={a.batch} seq={a.seq} reps={a.reps} device={t['device']} shipped default={shipped}")
+    print(f"model={model} layers={a.layers} batch={a.batch} seq={a.seq} reps={a.reps} device={t['device']} shipped default={shipped}")
     for k, v in t["median_s"].items():
         print(f"  {k:<22} median {v:.4f} s")
     print(f"  trainable params: PEFT LoRA (rank {LORA_RANK}) {t['trainable']['peft_lora']:,}; " + "; ".join(
@@ -245,7 +283,7 @@ def main() -> None:
         mems = {}
         for variant in ["peft_lora", *experts, f"{experts[0]}+gc"]:
             cmd = [sys.executable, __file__, "--memory-worker", variant, "--model", model, "--batch", str(a.batch),
-                   "--seq", str(a.seq)]
+                   "--seq", str(a.seq), "--layers", a.layers]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             mems[variant] = mem = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"  {variant + ' memory':<22} peak {mem['peak_mem_mib']:.1f} MiB")
