@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import copy
+import gc
 import json
 import os
 import resource
