@@ -8,6 +8,9 @@
               --use_fsdp --fsdp_version 2 (the launcher path)
     s2-ddp    stage 2 from `ddp`, M steps, DDP
     s2-fsdp   stage 2 from `ddp`, M steps, FSDP with train.gradient_checkpointing
+    ub-ddp, ub-fsdp   stage 1 with train.unfreeze_backbone (bottleneck experts), N' steps, DDP / FSDP
+    ub-ddp-fsdp       the same, k steps under DDP, then --resume under FSDP to N'
+    ub-fsdp-ddp       k steps under FSDP, then --resume under DDP to N'
 
 "Hidden": ACCELERATE_USE_FSDP is removed for that run, as a plain `accelerate launch --multi_gpu`
 would leave the environment. SPEC.json: {"stage1": config dict, "stage2": config dict, "out": folder,
@@ -96,6 +99,17 @@ def main() -> None:
                            extra_loss=wiring.extra_loss, on_record=wiring.on_record)
         finally:
             wiring.close()
+        _mark(name)
+    hidden(True)
+    ub = AlterConfig.model_validate(spec["stage1"])
+    ub.mta.expert, ub.train.unfreeze_backbone, ub.train.max_steps = "bottleneck", True, spec["ub_steps"]
+    for name, first, second in (("ub-ddp", "ddp", None), ("ub-fsdp", "fsdp", None), ("ub-ddp-fsdp", "ddp", "fsdp"),
+                                ("ub-fsdp-ddp", "fsdp", "ddp")):
+        ub.train.distributed = first
+        run_training(ub, 1, train_examples=examples, out_dir=out / name, stop_after=None if second is None else spec["k"])
+        if second is not None:
+            ub.train.distributed = second
+            run_training(ub, 1, train_examples=examples, out_dir=out / name, resume=True)
         _mark(name)
     if int(os.environ.get("RANK", "0")) == 0:
         (out / "facts.json").write_text(json.dumps(facts, sort_keys=True))

@@ -50,7 +50,7 @@ def fsdp_runs(tiny_llama_dir, synthetic_jsonl, tmp_path_factory) -> Path:
     s2 = {"stage1": "-", "data": s1["data"], "train": {**s1["train"], "max_steps": 2},
           "mta": {"num_shared_experts": 2, "gate_hidden": 8}}
     spec = root / "spec.json"
-    spec.write_text(json.dumps({"stage1": s1, "stage2": s2, "out": str(root / "out"), "k": 1,
+    spec.write_text(json.dumps({"stage1": s1, "stage2": s2, "out": str(root / "out"), "k": 1, "ub_steps": 2,
                                 "eval": str(root / "eval.jsonl")}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
@@ -119,6 +119,22 @@ def test_fsdp_resume_restores_weights_optimizer_schedule_and_step(fsdp_runs):
     assert sched[0]["last_epoch"] == sched[1]["last_epoch"] == 3 and sched[0] == sched[1]
     progress = [torch.load(f / "state" / "custom_checkpoint_1.pkl", weights_only=False) for f in (straight, resumed)]
     assert progress[0] == progress[1] == {"step": 3, "micro_batches": 6}
+
+
+def test_trained_backbone_under_fsdp_and_resume_across_ddp_and_fsdp(fsdp_runs, tiny_llama_dir):
+    """train.unfreeze_backbone: the trained backbone is gathered like the MTA weights; a checkpoint of
+    DDP resumes under FSDP and one of FSDP under DDP, to the weights of a straight run."""
+    base = load_file(str(tiny_llama_dir / "model.safetensors"))
+    names = ("adapter_model.safetensors", "backbone_model.safetensors")
+    ddp, fsdp = ({n: _weights(fsdp_runs / run, n) for n in names} for run in ("ub-ddp", "ub-fsdp"))
+    assert len(fsdp["backbone_model.safetensors"]) == 21  # every base tensor (bottleneck experts replace no FFN)
+    assert max(float((v - base[k]).abs().max()) for k, v in fsdp["backbone_model.safetensors"].items()) > 1e-4
+    for n in names:
+        assert _max_diff(ddp[n], fsdp[n]) <= TOL, n
+        assert _max_diff(_weights(fsdp_runs / "ub-ddp-fsdp", n), fsdp[n]) <= TOL, n
+        assert _max_diff(_weights(fsdp_runs / "ub-fsdp-ddp", n), ddp[n]) <= TOL, n
+    for crossed, straight in (("ub-ddp-fsdp", "ub-fsdp"), ("ub-fsdp-ddp", "ub-ddp")):
+        assert _optimizer_diff(_optimizer(fsdp_runs / crossed), _optimizer(fsdp_runs / straight)) <= TOL
 
 
 def test_fsdp_checkpoint_is_read_by_eval_and_export_unchanged(fsdp_runs, tmp_path):
