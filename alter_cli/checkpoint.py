@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from . import __version__, per_task, swap
 from .config import ConfigError, MTAConfig
 from .data import TaskRegistry
+from .distributed import place_like, shard_like
 from .inject import add_shared_experts, attach_mta, is_mta_param, mta_state_dict
 from .models import BaseModelRef, ModelLoadError, load_base_model
 from .mta import mta_layers
@@ -99,15 +100,19 @@ def trained_backbone_names(model: Any) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad and not is_mta_param(n)]
 
 
-def write_adapter(directory: Path, model: Any, meta: dict[str, Any], backbone_names: Sequence[str] = ()) -> None:
+def write_adapter(directory: Path, model: Any, meta: dict[str, Any], backbone_names: Sequence[str] = (),
+                  weights: dict[str, torch.Tensor] | None = None) -> None:
     """adapter_model.safetensors + adapter_config.json (sorted keys) into `directory`; with
-    `backbone_names` (trained backbone parameters) also backbone_model.safetensors, named in the meta."""
+    `backbone_names` (trained backbone parameters) also backbone_model.safetensors, named in the meta.
+    weights: the model's MTA (and trained backbone) state already gathered in full (under FSDP the
+    model holds shards: `distributed.full_state`); None reads them from `model`."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(mta_state_dict(model), str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+    mta = mta_state_dict(model) if weights is None else {k: v for k, v in weights.items() if is_mta_param(k)}
+    save_file(mta, str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     if backbone_names:
-        params = dict(model.named_parameters())
+        params = dict(model.named_parameters()) if weights is None else weights
         save_file({n: params[n].detach().cpu().clone().contiguous() for n in backbone_names},
                   str(directory / BACKBONE_WEIGHTS), metadata={"format": "pt"})
         meta = {**meta, "backbone_weights": BACKBONE_WEIGHTS}
@@ -269,7 +274,7 @@ def load_mta_weights(model: Any, weights_file: Path) -> None:
     for k, v in state.items():
         if v.shape != expected[k].shape:
             raise CheckpointError(f"{str(weights_file)!r}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(place_like(expected, state), strict=False)  # under FSDP: each process's shards
 
 
 def load_backbone_weights(model: Any, weights_file: Path) -> None:
@@ -290,7 +295,7 @@ def load_backbone_weights(model: Any, weights_file: Path) -> None:
             raise CheckpointError(f"{str(weights_file)!r}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
     with torch.no_grad():
         for k, v in state.items():
-            expected[k].copy_(v)
+            expected[k].copy_(shard_like(expected[k], v))  # under FSDP: this process's shard
 
 
 def check_resumable(out_dir: Path, bundle: Any, stage: int, process_index: int = 0) -> None:

@@ -279,7 +279,7 @@ def eval_(
             fail("nothing to evaluate: give --checkpoint, --compare or --zero-shot")
         if not cfg.data.eval:
             fail("no data to evaluate: give --data or data.eval")
-        from .train import launched_on_cpu
+        from .distributed import launched_on_cpu
 
         state = PartialState(cpu=launched_on_cpu())
         if out.exists() and not overwrite:
@@ -289,7 +289,9 @@ def eval_(
         runs.probe_out_parent(out)  # before the evaluation, not after it
         text = read_text(Path(cfg.data.eval), "data.eval")
         quiet_libraries()
-        runs.run_eval(cfg, sources, text, out, overwrite, state)
+        from .eval_runs import run_eval
+
+        run_eval(cfg, sources, text, out, overwrite, state)
     except BrokenPipeError:  # `alter eval ... | head`: the outputs are written; a normal end
         runs.silence_stdout()
     except user_errors() as exc:

@@ -223,6 +223,10 @@ class TrainConfig(_Strict):
     gradient_checkpointing: recompute each block's activations in the backward pass instead of
     keeping them (non-reentrant torch checkpointing; less activation memory for about one more
     forward per step; same losses and gradients, see docs/alter-export.md).
+    distributed: how several launched processes share the work — `auto` (FSDP when the launcher
+    turns it on, `accelerate launch --use_fsdp --fsdp_version 2` or an FSDP config file, else DDP),
+    `ddp`, or `fsdp` (FSDP2 under any multi-process launch). Under FSDP every MTA layer is a wrap unit
+    of its own and checkpoints are the same full files as under DDP (`alter_cli.distributed`).
     """
 
     max_steps: Samples = Field(100, ge=1)
@@ -241,6 +245,7 @@ class TrainConfig(_Strict):
     tune_selector: bool = False
     gradient_checkpointing: bool = False
     """Non-reentrant activation checkpointing of every transformer block (default off)."""
+    distributed: Literal["auto", "ddp", "fsdp"] = "auto"
 
     @model_validator(mode="after")
     def _samples_bounded(self) -> TrainConfig:

@@ -237,7 +237,7 @@ class HydraLoRAExperts(nn.Module):
         else:
             h = ffn.act(h)
         y = self._proj(h, ffn.w_out, ffn.b_out, "out", weights)
-        return y.reshape(*x.shape[:-1], y.shape[-1])
+        return y if y.dim() == x.dim() else y.reshape(*x.shape[:-1], y.shape[-1])  # (N, L, d): y itself, not a view
 
 
 def build_experts(kind: str, num_experts: int, d_model: int, rank: int, activation: str = "relu",

@@ -280,7 +280,10 @@ class MTALayer(nn.Module):
         in_dtype = x.dtype
         if x.dtype != self.selector.dtype and not torch.is_autocast_enabled(x.device.type):
             x = x.to(self.selector.dtype)  # e.g. a bf16 backbone with fp32 MTA weights, no autocast
-        return self._mix(x, task_ids).to(in_dtype)
+        out = self._mix(x, task_ids).to(in_dtype)
+        # never a view of another tensor: under FSDP2 (a layer is a fully_shard unit) an in-place op on a
+        # returned view would drop the unit's pre-backward hook (torch warns on every forward)
+        return out.clone() if out._is_view() else out
 
     def _mix(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         o0 = self.task_mixture(x, task_ids)

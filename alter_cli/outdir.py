@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -135,3 +137,13 @@ class OutLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def provenance() -> dict[str, Any]:
+    """The versions an output folder records in provenance.json (alter, Python, torch, transformers, accelerate)."""
+    import accelerate
+    import torch
+    import transformers
+
+    return {"alter_version": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__}

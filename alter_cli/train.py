@@ -2,8 +2,9 @@
 
 One loop for every device (spec section 4): `Accelerator.prepare`, `accumulate`, `save_state` /
 `load_state` (model MTA weights, optimizer, scheduler, RNG, progress) and `skip_first_batches`, so
-`accelerate launch` runs it unchanged with several processes (DDP). The checkpoint format (what a
-save writes, what a resume checks and loads) is `checkpoint.py`.
+`accelerate launch` runs it unchanged with several processes, DDP or FSDP2 (the accelerator set-up,
+FSDP's wrap units and its full-state checkpoints: `distributed.py`). The checkpoint format (what a
+save writes, what a resume checks and loads) is `checkpoint.py`; it is the same under FSDP.
 
 DDP and tasks missing from a micro-batch: every selector is one (T, E) parameter whose softmax is
 computed for all T rows before the batch's rows are indexed, and every expert runs on every token,
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +27,7 @@ import torch
 
 from . import swap
 from .checkpoint import (
+    ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     STATE_DIR,
     CheckpointError,
@@ -34,6 +35,7 @@ from .checkpoint import (
     check_same_step,
     check_state_complete,
     checkpoint_meta,
+    load_backbone_weights,
     load_mta_weights,
     recover_checkpoint,
     save_checkpoint_files,
@@ -42,14 +44,23 @@ from .checkpoint import (
 )
 from .config import MTAConfig
 from .data import Collator, Example, TaskBalancedSampler, TaskRegistry, encode_dataset
+from .distributed import (  # noqa: F401  (TrainingError, launched_on_cpu: re-exported, their old home)
+    StopSignals,
+    TrainingError,
+    agreed_stop,
+    full_state,
+    gathered_mta,
+    is_fsdp,
+    launched_on_cpu,
+    load_fsdp_state,
+    make_accelerator,
+    save_fsdp_state,
+    set_wrap_units,
+)
 from .inject import attach_mta, is_mta_param, optimizer_param_groups, set_trainable
 from .models import BaseModelRef, check_positions, load_base_model
 from .mta import alpha_per_task, mta_layers, task_context
 from .quiet import peft_quietly
-
-
-class TrainingError(ValueError):
-    """A training set-up a user can fix (e.g. fp16 with T5, nothing to resume from)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -59,60 +70,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, signum: int, step: int):
         super().__init__(f"stopped by signal {signum} after step {step}")
         self.signum, self.step = signum, step
-
-
-class _StopSignals:
-    """While the loop runs (main thread): the first SIGINT/SIGTERM asks for a stop at the end of the
-    current optimizer step (checkpoint, then TrainingInterrupted); a second one, or a signal after the
-    launcher died, interrupts at once (KeyboardInterrupt). Under a launcher (`accelerate launch`,
-    torchrun: LOCAL_RANK set) the worker asks the kernel for SIGTERM when its parent dies (Linux
-    PR_SET_PDEATHSIG) and also checks its parent at every step, so no worker outlives the launcher."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.launcher = os.getppid() if "LOCAL_RANK" in os.environ else None
-        self._previous: dict[int, Any] = {}
-
-    def launcher_gone(self) -> bool:
-        return self.launcher is not None and os.getppid() != self.launcher
-
-    def _handler(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None or self.launcher_gone():
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __enter__(self) -> _StopSignals:
-        import signal
-        import threading
-
-        if self.launcher is not None:
-            _die_with_parent()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *_exc: Any) -> None:
-        import signal
-
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous = {}
-
-
-def _die_with_parent() -> None:
-    """Linux: deliver SIGTERM to this process when its parent (the launcher) dies. No-op elsewhere."""
-    import ctypes
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass
@@ -161,6 +118,7 @@ class TrainResult:
     alpha: dict[str, float]
     seconds: float
     num_processes: int = 1
+    sharded: bool = False  # trained under FSDP: the model in memory holds shards (load the checkpoint to use it)
 
 
 class _Progress:
@@ -175,12 +133,6 @@ class _Progress:
 
     def load_state_dict(self, d: dict[str, int]) -> None:
         self.step, self.micro_batches = int(d["step"]), int(d["micro_batches"])
-
-
-def launched_on_cpu() -> bool:
-    """True for a multi-process launch (WORLD_SIZE > 1) on a machine without CUDA: accelerate then
-    needs cpu=True to set up gloo DDP (MULTI_CPU); otherwise every process would think it is rank 0."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 def build_stage1(cfg: Any) -> ModelBundle:
@@ -227,23 +179,8 @@ class _Run:
     loader: Any = None
     progress: _Progress = None  # type: ignore[assignment]
     backbone_names: list[str] = None  # type: ignore[assignment]
-
-
-def _make_accelerator(tc: Any) -> Any:
-    """A fresh Accelerator for this run. A second run in the same process (stage 1 then stage 2,
-    tests) may change mixed precision: AcceleratorState is a process-wide singleton, so clear it
-    (the distributed PartialState stays)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    return Accelerator(
-        cpu=launched_on_cpu(),
-        gradient_accumulation_steps=tc.gradient_accumulation_steps,
-        mixed_precision=tc.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
-    )
+    custom: list = None  # type: ignore[assignment]  # registered for checkpointing, in order
+    keep: Callable[[str], bool] = None  # type: ignore[assignment]  # the state-dict keys state/ keeps
 
 
 def _set_up_model(cfg: Any, stage: int, setup_model: Callable[[Any], ModelBundle]) -> ModelBundle:
@@ -309,16 +246,18 @@ def _prepare(run: _Run, loader: Any) -> None:
     from transformers import get_scheduler
 
     tc, acc, model = run.cfg.train, run.accelerator, run.bundle.model
-    run.params = [p for p in model.parameters() if p.requires_grad]
-    groups = run.params if run.bundle.adapter is not None else optimizer_param_groups(
-        model, tc.learning_rate, run.bundle.mta_config)  # selector / gate at their own rates
+    groups = [p for p in model.parameters() if p.requires_grad] if run.bundle.adapter is not None else (
+        optimizer_param_groups(model, tc.learning_rate, run.bundle.mta_config))  # selector / gate at their own rates
     optimizer = torch.optim.AdamW(groups, lr=tc.learning_rate, weight_decay=tc.weight_decay)
     run.scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=tc.warmup_steps,
                                   num_training_steps=tc.max_steps)
     model.train()
+    set_wrap_units(acc, model)
     run.model, run.optimizer, run.loader = acc.prepare(model, optimizer, loader)
+    run.params = [p for p in run.model.parameters() if p.requires_grad]  # FSDP: the new (sharded) ones
     run.progress = _Progress()
-    acc.register_for_checkpointing(run.scheduler, run.progress)
+    run.custom = [run.scheduler, run.progress]
+    acc.register_for_checkpointing(*run.custom)
     run.raw = acc.unwrap_model(run.model)
     adapter = run.bundle.adapter
     run.backbone_names = [] if adapter is not None else trained_backbone_names(run.raw)
@@ -329,6 +268,7 @@ def _prepare(run: _Run, loader: Any) -> None:
             return adapter.is_param(k)
         return is_mta_param(k) or k.removeprefix("module.") in keep_backbone
 
+    run.keep = keep
     def only_trained(_models: list, weights: list, _dir: str) -> None:
         for i, w in enumerate(weights):
             weights[i] = {k: v for k, v in w.items() if keep(k)}
@@ -348,14 +288,19 @@ def _save(run: _Run, step: int) -> None:
     folder = swap.writing_dir(out_dir)
     committing = False
     try:
-        acc.save_state(str(folder / STATE_DIR))
+        weights = None
+        if is_fsdp(acc):  # gathered in full on every process (see distributed.py), saved as under DDP
+            weights = full_state(run.raw, run.keep)
+            save_fsdp_state(acc, folder / STATE_DIR, weights, run.optimizer, [run.loader], run.custom)
+        else:
+            acc.save_state(str(folder / STATE_DIR))
         acc.wait_for_everyone()
         if acc.is_main_process:
             if adapter is not None:
                 adapter.write(folder, run.raw, step)
             else:
                 write_adapter(folder, run.raw, checkpoint_meta(run.bundle, run.stage, step, run.cfg.data),
-                              run.backbone_names)
+                              run.backbone_names, weights)
             committing = True
             save_checkpoint_files(out_dir, step)
     except BaseException:  # failed or interrupted before the commit: leave no half-written folder behind
@@ -378,20 +323,27 @@ def _resume(run: _Run) -> None:
         check_state_complete(out_dir, acc.process_index)
         check_same_step(out_dir, (meta or {}).get("step"))
     try:
-        acc.load_state(str(out_dir / STATE_DIR), strict=False)
+        if is_fsdp(acc):
+            load_fsdp_state(acc, out_dir / STATE_DIR, run.optimizer, [run.loader], run.custom)
+        else:
+            acc.load_state(str(out_dir / STATE_DIR), strict=False)
     except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"--resume: corrupt accelerate state in {str(out_dir / STATE_DIR)!r} "
                               f"({exc.__class__.__name__}: {first})") from None
     if adapter is not None:
         adapter.load(out_dir, run.raw)
-    else:
-        load_mta_weights(run.raw, out_dir / ADAPTER_WEIGHTS)
+        return
+    load_mta_weights(run.raw, out_dir / ADAPTER_WEIGHTS)
+    if run.backbone_names:  # the adapter files, not state/, whose key names differ with the process count
+        from .checkpoint import backbone_file, read_meta
+
+        load_backbone_weights(run.raw, backbone_file(out_dir, read_meta(out_dir, ADAPTER_CONFIG).get("backbone_weights")))
 
 
 def _train_loop(run: _Run, stop: int, on_step: Callable[[dict[str, Any]], None] | None,
                 extra_loss: Callable[[dict[str, Any]], torch.Tensor | None] | None,
-                signals: _StopSignals | None = None) -> float | None:
+                signals: StopSignals | None = None) -> float | None:
     """Optimizer steps from the resumed position up to `stop`, a checkpoint every save_every steps
     (not at `stop`: the caller writes the last one); the mean loss of the last log window.
     With `signals`, a SIGINT/SIGTERM stops after the current step: checkpoint, TrainingInterrupted."""
@@ -433,33 +385,21 @@ def _train_loop(run: _Run, stop: int, on_step: Callable[[dict[str, Any]], None] 
             record["loss"] = last_loss
             window_loss.zero_()
             window_n = 0
-        record["alpha"] = alpha_summary(raw, run.bundle.registry)
-        if do_log and (per_task := alpha_per_task(raw, run.bundle.registry.names)):
-            record["alpha_per_task"] = per_task
+        with gathered_mta(raw):  # FSDP: the selectors in full on every process
+            record["alpha"] = alpha_summary(raw, run.bundle.registry)
+            if do_log and (per_task := alpha_per_task(raw, run.bundle.registry.names)):
+                record["alpha_per_task"] = per_task
         record.update(gate_summary(raw))
         if on_step is not None and acc.is_main_process:
             on_step(record)
         saved = bool(tc.save_every and progress.step % tc.save_every == 0 and progress.step < stop)
         if saved:
             _save(run, progress.step)
-        if signals is not None and progress.step < stop and (signum := _agreed_stop(acc, signals)):
+        if signals is not None and progress.step < stop and (signum := agreed_stop(acc, signals)):
             if not saved:
                 _save(run, progress.step)
             raise TrainingInterrupted(signum, progress.step)
     return last_loss
-
-
-def _agreed_stop(acc: Any, signals: _StopSignals) -> int:
-    """The stop signal number if any rank was asked to stop (0 if none); every rank agrees, so all
-    of them write the same checkpoint. Leaves at once (KeyboardInterrupt) when the launcher died."""
-    if signals.launcher_gone():
-        raise KeyboardInterrupt
-    if acc.num_processes == 1:
-        return signals.signum or 0
-    asked = acc.reduce(torch.tensor([1 if signals.signum else 0], device=acc.device), reduction="sum")
-    if int(asked.item()) == 0:
-        return 0
-    return signals.signum or 15  # a rank the signal did not reach stops as for SIGTERM
 
 
 def run_training(
@@ -495,7 +435,7 @@ def run_training(
         if stage != 1:
             raise TrainingError("stage 2 needs a setup_model that loads the stage-1 checkpoint")
         setup_model = build_stage1
-    accelerator = _make_accelerator(tc)
+    accelerator = make_accelerator(tc, stage)
     if resume and accelerator.is_main_process:
         recover_checkpoint(out_dir)
     accelerator.wait_for_everyone()
@@ -507,9 +447,11 @@ def run_training(
     if resume:
         _resume(run)
     t0 = time.perf_counter()
-    with _StopSignals() as signals:
+    with StopSignals() as signals:
         last_loss = _train_loop(run, tc.max_steps if stop_after is None else min(tc.max_steps, stop_after),
                                 on_step, extra_loss, signals)
     _save(run, run.progress.step)
-    return TrainResult(run.progress.step, last_loss, out_dir, alpha_summary(run.raw, bundle.registry),
-                       time.perf_counter() - t0, accelerator.num_processes)
+    with gathered_mta(run.raw):
+        alpha = alpha_summary(run.raw, bundle.registry)
+    return TrainResult(run.progress.step, last_loss, out_dir, alpha, time.perf_counter() - t0,
+                       accelerator.num_processes, is_fsdp(accelerator))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A prepared GPU check of alter (issue 12 §4): on a CUDA machine, in a few minutes, bf16 stage 1 ->
-# stage 2 -> eval on SmolLM2-135M (the embedded default) for a few steps, then DDP on 2 GPUs when
-# there are 2, printing tokens/s, peak memory and the achieved fraction of the GPU's dense bf16 peak.
+# stage 2 -> eval on SmolLM2-135M (the embedded default) for a few steps, then DDP and FSDP on 2 GPUs
+# when there are 2, printing tokens/s, peak memory and the achieved fraction of the GPU's dense bf16 peak.
 #
 #   bench/gpu_check.sh [STEPS]        # default 20 optimizer steps per stage; PYTHON=... to pick python
 #
@@ -52,7 +52,10 @@ if [ "$NGPU" -ge 2 ]; then
         --num_machines 1 --mixed_precision bf16 --dynamo_backend no --main_process_port "$PORT" \
         "$HERE/gpu_check.py" train 1 "$WORK/stage1.yaml" "$WORK/s1-ddp" 2>"$WORK/ddp.err" | row "stage 1 DDP (2 GPUs)" \
         || { echo "stage 1 DDP (2 GPUs): failed:"; tail -5 "$WORK/ddp.err"; }
-    echo "stage 1 FSDP (2 GPUs): not run: alter has no FSDP path yet (docs/alter-export.md, FSDP)"
+    CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0,1}" "$PY" -m accelerate.commands.launch --use_fsdp --fsdp_version 2 \
+        --num_processes 2 --num_machines 1 --mixed_precision bf16 --dynamo_backend no --main_process_port $(( PORT + 1 )) \
+        "$HERE/gpu_check.py" train 1 "$WORK/stage1.yaml" "$WORK/s1-fsdp" 2>"$WORK/fsdp.err" | row "stage 1 FSDP (2 GPUs)" \
+        || { echo "stage 1 FSDP (2 GPUs): failed:"; tail -5 "$WORK/fsdp.err"; }
 else
     echo "DDP / FSDP on 2 GPUs: skipped ($NGPU GPU visible)"
 fi
