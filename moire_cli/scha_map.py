@@ -67,9 +67,11 @@ class Stack:
     groups: tuple  # ((interaction, point indices), ...)
     # one site per cell (D(q) real symmetric): the real fast path of `step`, else None
     d_real: np.ndarray | None = None  # (P, 3, N_q) ħ²D_xx, ħ²D_xy, ħ²D_yy meV²
-    cos_q: np.ndarray | None = None  # (P, P_b, N_q) cos(q·δ_b)
-    half_bonds: np.ndarray | None = None  # one bond of each ±δ pair (equal averages by symmetry)
+    half_bonds: np.ndarray | None = None  # (H,) one bond of each ±δ pair (equal averages by symmetry)
     from_half: np.ndarray | None = None  # (P_b,) the position of each bond's pair in half_bonds
+    bond_count: np.ndarray | None = None  # (H,) bonds per pair (2)
+    forward: np.ndarray | None = None  # (P, 1 + H, N_q) rows 1, cos(q·δ_h): force constants -> D(q)
+    back: np.ndarray | None = None  # (P, N_q, 1 + H) the same times the q weights: G(q) -> C_site, C_b
 
 
 def _prepare(model, n_mesh: int, pair_shells: int) -> dict:
@@ -122,15 +124,16 @@ def stacks(models: Sequence, n_mesh: int, pair_shells: int) -> list[tuple[np.nda
             zero_tol=np.array([p["tol"] for p in ps]),
             w2_min=np.array([p["w2min"] for p in ps]),
             groups=tuple((_table(k, [ps[j]["delta"] for j in v]), np.array(v)) for k, v in groups.items()),
-            **_real_parts(np.stack([p["d"] for p in ps]), np.stack([p["phase"] for p in ps]), ps[0]["delta"]),
+            **_real_parts(np.stack([p["d"] for p in ps]), np.stack([p["phase"] for p in ps]), ps[0]["delta"],
+                          ps[0]["qw"]),
         )))
     return out
 
 
-def _real_parts(d: np.ndarray, phase: np.ndarray, delta: np.ndarray) -> dict:
+def _real_parts(d: np.ndarray, phase: np.ndarray, delta: np.ndarray, q_weight: np.ndarray) -> dict:
     """For one site per cell D(q) = Σ_R Φ(R) e^{iq·R} is real symmetric (Φ(R) = Φ(−R)): its three
-    components, cos(q·δ_b) (contiguous) and the ±δ bond pairs, for the real path of `step`; {}
-    otherwise."""
+    components, the ±δ bond pairs and the matrices of the real path of `step` (cos(q·δ_h) of one
+    bond per pair, with and without the q weights); {} otherwise."""
     if d.shape[-1] != 2 or np.abs(d.imag).max() > 1e-10 * np.abs(d).max():
         return {}
     partner = np.argmin(np.linalg.norm(delta[:, None] + delta[None], axis=-1), axis=1)
@@ -141,8 +144,11 @@ def _real_parts(d: np.ndarray, phase: np.ndarray, delta: np.ndarray) -> dict:
     pos[half] = np.arange(len(half))
     from_half = np.where(pos >= 0, pos, pos[partner])
     comps = np.stack([d[..., 0, 0].real, d[..., 0, 1].real, d[..., 1, 1].real], axis=1)  # (P, 3, N_q)
-    return {"d_real": np.ascontiguousarray(comps), "cos_q": np.ascontiguousarray(np.swapaxes(phase.real, 1, 2)),
-            "half_bonds": half, "from_half": from_half}
+    forward = np.concatenate([np.ones(phase.shape[:2] + (1,)), phase.real[:, :, half]], axis=2)  # (P, N_q, 1 + H)
+    return {"d_real": np.ascontiguousarray(comps), "half_bonds": half, "from_half": from_half,
+            "bond_count": np.bincount(from_half, minlength=len(half)).astype(float),
+            "forward": np.ascontiguousarray(np.swapaxes(forward, 1, 2)),
+            "back": np.ascontiguousarray(forward * q_weight[None, :, None])}
 
 
 def _table(interaction, deltas: list) -> _TabulatedForceConstants:
@@ -289,39 +295,67 @@ def _onsite_moire(st: Stack, p: np.ndarray, c_site: np.ndarray) -> np.ndarray:
 def _step_single_site(st: Stack, p: np.ndarray, temps: np.ndarray, c_site: np.ndarray, c_bond: np.ndarray):
     """`step` for one site per cell in real arithmetic: ħ²D(q) = ħ²D_harm(q) + (ħ²/m)[ΔΦ_site +
     Σ_b ΔΦ_b (1 − cos q·δ_b)], G(q) by the 2×2 closed form, C_site = Σ_q w G(q) and
-    C_b = 2 Σ_q w G(q)(1 − cos q·δ_b) (G real symmetric, bonds in ±δ pairs)."""
-    dphi, close = _pair_average(st, p, c_bond[:, st.half_bonds], st.half_bonds)
-    dphi = dphi[:, st.from_half]  # (b, P_b, 2, 2)
-    cos = st.cos_q[p]  # (b, P_b, N_q)
-    s = HBAR2_OVER_M0_MEV_NM2 / st.mass[p]
-    total = _onsite_moire(st, p, c_site)[:, 0] + dphi.sum(axis=1)  # (b, 2, 2), the acoustic sum rule
-    comp3 = np.ascontiguousarray(dphi.reshape(len(p), -1, 4)[:, :, [0, 1, 3]].transpose(0, 2, 1))  # (b, 3, P_b)
-    tot3 = total.reshape(len(p), 4)[:, [0, 1, 3]]  # (b, 3)
-    d = comp3 @ cos  # (b, 3, N_q)
-    np.subtract(tot3[:, :, None], d, out=d)
-    d *= s[:, None, None]
+    C_b = 2 Σ_q w G(q)(1 − cos q·δ_b) (G real symmetric, bonds in ±δ pairs: one bond per pair, each
+    sum over q one batched matrix product with `Stack.forward` / `Stack.back`)."""
+    nb, n_h = len(p), len(st.half_bonds)
+    dphi, close = _pair_average(st, p, c_bond[:, st.half_bonds], st.half_bonds)  # (b, H, 2, 2)
+    comp = dphi.reshape(nb, n_h, 4)[:, :, [0, 1, 3]] * st.bond_count[None, :, None]  # (b, H, 3): xx, xy, yy
+    x = np.empty((nb, 3, 1 + n_h))
+    x[:, :, 0] = _onsite_moire(st, p, c_site)[:, 0].reshape(nb, 4)[:, [0, 1, 3]] + comp.sum(axis=1)  # sum rule
+    x[:, :, 1:] = -np.swapaxes(comp, 1, 2)
+    x *= (HBAR2_OVER_M0_MEV_NM2 / st.mass[p])[:, None, None]
+    d = x @ st.forward[p]  # (b, 3, N_q)
     d += st.d_real[p]
     a, c, e = d[:, 0], d[:, 1], d[:, 2]
-    amid = a - e
-    amid *= 0.5
-    half = np.hypot(amid, c)
-    lo = 0.5 * (a + e) - half
-    f_lo = _thermal_factor(lo, temps, st.zero_tol[p])
-    f_hi = _thermal_factor(lo + 2 * half, temps, st.zero_tol[p])
+    lh = np.empty((nb, 2, d.shape[-1]))  # the two eigenvalues λ∓ = (a + e)/2 ∓ half
+    half = np.subtract(a, e)
+    half *= 0.5
+    np.square(half, out=half)
+    half += c * c
+    np.sqrt(half, out=half)
+    np.add(a, e, out=lh[:, 0])
+    lh[:, 0] *= 0.5
+    lh[:, 0] -= half
+    np.add(lh[:, 0], half, out=lh[:, 1])
+    lh[:, 1] += half
+    lo = lh[:, 0].copy()
+    f = _thermal_factor_real(lh, temps, st.zero_tol[p])
+    f_lo = f[:, 0]
+    slope = np.subtract(f[:, 1], f_lo, out=f[:, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(half > 0, (f_hi - f_lo) / (2 * half), 0.0)
-    w = st.q_weight[None, :] * (HBAR2_OVER_M0_MEV_NM2 / (2 * st.mass[p]))[:, None]  # (b, N_q)
-    g = np.empty_like(d)
-    np.multiply(slope, a - lo, out=g[:, 0])
-    g[:, 0] += f_lo
-    np.multiply(slope, c, out=g[:, 1])
-    np.multiply(slope, e - lo, out=g[:, 2])
-    g[:, 2] += f_lo
-    g *= w[:, None]
-    local = g.sum(axis=-1)  # (b, 3)
-    bond = 2 * (local[:, :, None] - g @ np.swapaxes(cos, 1, 2))  # (b, 3, P_b)
+        slope /= half
+    slope *= 0.5
+    np.copyto(slope, 0.0, where=~(half > 0))
+    g = d  # G(q) = f(λ₋) I + slope (M − λ₋ I), overwriting D
+    a -= lo
+    a *= slope
+    a += f_lo
+    c *= slope
+    e -= lo
+    e *= slope
+    e += f_lo
+    s = g @ st.back[p]  # (b, 3, 1 + H): Σ_q w G(q), Σ_q w G(q) cos q·δ_h
+    s *= (HBAR2_OVER_M0_MEV_NM2 / (2 * st.mass[p]))[:, None, None]
+    local = s[:, :, 0]  # (b, 3)
+    bond = 2 * (local[:, :, None] - s[:, :, 1:])  # (b, 3, H)
 
     def full(v):  # (..., 3) -> (..., 2, 2)
         return v[..., [0, 1, 1, 2]].reshape(*v.shape[:-1], 2, 2)
 
-    return full(local)[:, None], full(np.swapaxes(bond, 1, 2)), lo.min(axis=-1), close
+    return full(local)[:, None], full(np.swapaxes(bond, 1, 2))[:, st.from_half], lo.min(axis=-1), close
+
+
+def _thermal_factor_real(w2: np.ndarray, temps: np.ndarray, zero_tol: np.ndarray) -> np.ndarray:
+    """`_thermal_factor` in place on a fresh array ``w2`` (b, ...): coth(ħω/2k_BT)/ħω (1/meV), 0 for
+    zero and imaginary modes (ħω < zero_tol (b,); the NaN of √ of a negative ħ²ω² fails the test)."""
+    shape = (-1,) + (1,) * (w2.ndim - 1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        w = np.sqrt(w2, out=w2)
+        keep = (w >= zero_tol.reshape(shape)) & (w > 0)
+        x = w / (K_B_MEV_PER_K * np.asarray(temps, dtype=float).reshape(shape))
+        np.expm1(x, out=x)
+        np.divide(2.0, x, out=x)
+        x += 1.0
+        x /= w
+    np.copyto(x, 0.0, where=~keep)
+    return x
