@@ -31,12 +31,13 @@ iterations without halving its smallest residual: above T* the mixing wanders at
 second melting criterion: the lowest temperature found without a solution, with a solution found
 within ``t_rtol`` (relative) below it. The branch ends in a fold, T* − T ∝ (y* − y)² for a smooth
 function y of the state, which `_instability` uses to place its tests (bisection as the fallback).
-Close to T* a solve converges more slowly; one that stalls there counts as none, so T* can be a
-little low (by less than 1e-3 relative against bisection with 60 iterations per solve in the
-benchmark sweep).
+Close to T* a solve converges more slowly; one that stalls there counts as none, which could put
+T* a little low: in the benchmark sweep (bench/bench_scha.py) T* to t_rtol = 1e-6 agrees with plain
+bisection without the stall test to 6e-7, and T* to the default 1e-3 lies 0–8e-4 above it.
 
 Layout: the stacked sweep points, the Gaussian-averaged force constants and one step of the map are
-in `moire_cli.scha_map`; here the Anderson-accelerated solve, the sweep, T* and T_m.
+in `moire_cli.scha_map` (its single-site path on the rotation orbits of the q mesh,
+`moire_cli.scha_symmetry`); here the Anderson-accelerated solve, the sweep, T* and T_m.
 
 Units: ħω meV, ħ²D meV², m in m₀, lengths nm, T K. Constants from `moire_cli.units`.
 """

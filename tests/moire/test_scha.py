@@ -106,6 +106,9 @@ def test_single_particle_matches_an_independent_scha_and_its_instability_tempera
         lo, hi = (lo, mid) if np.isnan(_scalar_scha_u2(pot, 0.45, mid)) else (mid, hi)
     assert res.instability_temperature[0] == pytest.approx(lo, rel=2e-3)
     assert res.instability_temperature[0] >= lo * (1 - 2e-3)  # located from below, to t_rtol
+    # to t_rtol = 1e-6 (the fold prediction and the stall test) the two agree to that accuracy
+    fine = scha.scha_sweep([_single(pot, 0.45)], 0.3, temps, mesh=2, relax=False, t_rtol=1e-6)
+    assert -1e-8 <= fine.instability_temperature[0] / lo - 1 <= 1e-6  # 197.3072 K, 3e-7 above
 
 
 def test_single_particle_ground_state_against_the_exact_one_in_a_deep_well():
