@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moire_cli.output import blank_nan
+
 HARMONIC, SELF_CONSISTENT, MONTE_CARLO = "harmonic", "self-consistent", "monte-carlo"
 
 
@@ -142,8 +144,6 @@ def melt_rows(harmonic_cols: dict[str, list], extra: MethodResults, blank: bool 
 def lindemann_rows(points, res, extra: MethodResults) -> dict[str, list]:
     """lindemann.csv: one row per (method, sweep point, temperature) with L, L_rel and, for Monte
     Carlo, their blocking errors; NaN as ''."""
-    from moire_cli.melt_run import blank_nan
-
     labels = [lab for lab, _ in points]
     cols: dict[str, list] = {"method": [], "point": [], **{f"sweep_{k}": [] for k in labels[0]},
                              "temperature_K": [], "lindemann_ratio": [], "relative_lindemann_ratio": [],

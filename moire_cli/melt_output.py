@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moire_cli import output, plots
+from moire_cli import melt_methods, output, plots
 from moire_cli.melt_run import PHASES, MeltRun, melt_table, numeric_sweep_keys, phase_panels
 
 #: Display name and unit of each swept parameter (config key → (symbol, unit); "" = dimensionless).
@@ -45,8 +45,6 @@ def _index(values: list) -> tuple[list[int], list]:
 def write_melt(folder: Path, run: MeltRun) -> None:
     """Write every output file of ``run`` into ``folder`` (an existing, empty folder, e.g. the
     temporary one of :func:`moire_cli.output.atomic_output_dir`)."""
-    from moire_cli import melt_methods
-
     folder = Path(folder)
     extra = run.methods
     output.write_csv(folder / "melt.csv", melt_methods.melt_rows(melt_table(run.points, run.sweep), extra))

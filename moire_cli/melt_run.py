@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from moire_cli.config import MeltConfig
+from moire_cli.melt_methods import messages_for, run_methods, summary_section, warnings_for
 from moire_cli.melt_sweep import MeltSweepResult, melt_sweep
+from moire_cli.output import blank_nan, provenance
 
 #: Said whenever a point is unpinned (V = 0 or every trap_scale 0): which Lindemann ratio T_m is solved on.
 RELATIVE_MESSAGE = (
@@ -85,8 +87,6 @@ def run_melt(cfg: MeltConfig, log: Callable[[str], None] | None = None) -> MeltR
                         f"mesh (last change {res.mesh.change:.2g}); raise melt.mesh.max")
     if res.unstable.any():
         warnings.append(f"{int(res.unstable.sum())} sweep point(s) dynamically unstable (imaginary phonons): no L, T_m")
-    from moire_cli.melt_methods import messages_for, run_methods, summary_section, warnings_for
-
     extra = run_methods(cfg, points, res, log)  # melt.method beyond harmonic (moire_cli/melt_methods.py)
     messages += messages_for(extra)
     warnings += warnings_for(extra)
@@ -114,11 +114,6 @@ def point_inputs(cfg: MeltConfig) -> dict:
         "mass_m0": cfg.effective_mass,
         "lindemann_critical": cfg.melt.lindemann_critical,
     }
-
-
-def blank_nan(values) -> list:
-    """NaN -> '' (empty CSV cell); other values unchanged."""
-    return ["" if isinstance(v, (float, np.floating)) and np.isnan(v) else v for v in values]
 
 
 def melt_table(points, res: MeltSweepResult, blank: bool = True) -> dict[str, list]:
@@ -156,8 +151,6 @@ def lindemann_table(points, res: MeltSweepResult) -> dict[str, list]:
 
 def melt_summary(cfg: MeltConfig, points, res: MeltSweepResult, messages, warnings) -> dict:
     """The summary.json digest: config, provenance, sweep, mesh convergence, criteria, one record per point."""
-    from moire_cli.output import provenance
-
     prov = provenance()
     rows = melt_table(points, res, blank=False)
     return {

@@ -260,6 +260,11 @@ def to_jsonable(obj):
     return obj
 
 
+def blank_nan(values) -> list:
+    """NaN -> '' (an empty CSV cell, the convention of :func:`write_csv`); other values unchanged."""
+    return ["" if isinstance(v, (float, np.floating)) and np.isnan(v) else v for v in values]
+
+
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with _atomic_file(path) as fh:

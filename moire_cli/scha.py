@@ -21,16 +21,23 @@ The acoustic sum rule is kept (each bond correction enters the on-site block too
 their classical equilibrium (exact by symmetry for sites on moiré lattice points, i.e. every
 built-in crystal except the relaxed zigzag stripe, where it is an approximation).
 
-Self-consistency: plain fixed-point iteration from the harmonic phonons on C_κ and C_b (relative
-change < ``tol``). More fluctuation softens the potential, which gives more fluctuation: above a
-temperature T* the iteration runs away (the lowest self-consistent ħω² falls below 1e-8 of the
-harmonic one, or no convergence in ``max_iter``): no self-consistent solution, the crystal is
-unstable in this approximation (the pinned crystal depins). T* is reported beside the Lindemann T_m
-as a second melting criterion; it is located by bisection to ``t_rtol`` (relative), a little low
-close to T* where the iteration slows down (critical slowing down of the fixed point).
+Self-consistency: fixed-point iteration on C_κ and C_b with Anderson mixing, from the harmonic
+phonons or a warm start (relative change < ``tol``). More fluctuation softens the potential, which
+gives more fluctuation: above a temperature T* there is no self-consistent solution, the crystal is
+unstable in this approximation (the pinned crystal depins). A solve counts as having none when the
+lowest self-consistent ħω² falls below 1e-8 of the harmonic one (runaway), when it stalls (10
+iterations without halving its smallest residual: above T* the mixing wanders at residuals of
+1e-4–1e-2), or without convergence in ``max_iter``. T* is reported beside the Lindemann T_m as a
+second melting criterion: the lowest temperature found without a solution, with a solution found
+within ``t_rtol`` (relative) below it. The branch ends in a fold, T* − T ∝ (y* − y)² for a smooth
+function y of the state, which `_instability` uses to place its tests (bisection as the fallback).
+Close to T* a solve converges more slowly; one that stalls there counts as none, which could put
+T* a little low: in the benchmark sweep (bench/bench_scha.py) T* to t_rtol = 1e-6 agrees with plain
+bisection without the stall test to 6e-7, and T* to the default 1e-3 lies 0–8e-4 above it.
 
 Layout: the stacked sweep points, the Gaussian-averaged force constants and one step of the map are
-in `moire_cli.scha_map`; here the Anderson-accelerated solve, the sweep, T* and T_m.
+in `moire_cli.scha_map` (its single-site path on the rotation orbits of the q mesh,
+`moire_cli.scha_symmetry`); here the Anderson-accelerated solve, the sweep, T* and T_m.
 
 Units: ħω meV, ħ²D meV², m in m₀, lengths nm, T K. Constants from `moire_cli.units`.
 """
@@ -50,17 +57,24 @@ METHOD = "self-consistent"
 _MAX_ELEMENTS = 3_000_000
 #: ħω² below this fraction of the harmonic minimum counts as a collapse (no solution).
 _COLLAPSE = 1e-8
+#: Iterations without halving the smallest residual so far that count as no solution.
+_STALL = 10
 
 
 def _solve(st: Stack, p: np.ndarray, temps: np.ndarray, start: tuple | None, tol: float, max_iter: int,
-           depth: int = 5):
+           depth: int = 5, stall: int = _STALL, chain: np.ndarray | None = None):
     """Self-consistency for batch entries (p (b,), T (b,)): the fixed-point map accelerated by Anderson
     mixing of depth ``depth`` (Walker & Ni, SIAM J. Numer. Anal. 49, 1715 (2011)), all entries at
     once (chunked for memory only); an extrapolated state that is not a covariance (not positive
-    semidefinite) falls back to the plain step.
+    semidefinite) falls back to the plain step. No solution: a collapse (see the module doc), no
+    convergence in ``max_iter``, or a stall: ``stall`` iterations in which the smallest relative
+    residual so far did not halve (above T* Anderson mixing wanders at a residual of 1e-4–1e-2 instead
+    of running away; a converging solve halves it every one to three iterations).
 
     Args:
         start: (C_site, C_bond) to start from, or None (the harmonic fluctuations).
+        chain: (b,) labels, or None: once an entry has no solution, the entries with the same label
+            at higher temperatures are given up too (no solution above a failure, see `_solve_grid`).
 
     Returns:
         (C_site (b, n, 2, 2), C_bond (b, P_b, 2, 2)) nm², NaN where no solution; solution (b,) bool;
@@ -95,6 +109,9 @@ def _solve(st: Stack, p: np.ndarray, temps: np.ndarray, start: tuple | None, tol
     ok = np.zeros(nb, dtype=bool)
     its = np.full(nb, max_iter)
     active = everyone
+    best = np.full(nb, np.inf)  # smallest relative residual so far, and iterations since it last halved
+    since = np.zeros(nb, dtype=int)
+    label = np.unique(chain, return_inverse=True)[1].ravel() if chain is not None else None
     d_f: list[np.ndarray] = []  # Anderson histories, full batch rows (only the active rows are used)
     d_g: list[np.ndarray] = []
     f_prev, g_prev = np.zeros_like(x), np.zeros_like(x)
@@ -108,7 +125,14 @@ def _solve(st: Stack, p: np.ndarray, temps: np.ndarray, start: tuple | None, tol
         bad |= ~np.isfinite(scale)
         retry = bad & extrapolated[active]  # go back to the last plain image, take a plain step
         bad &= ~retry
-        done = (np.abs(f).max(axis=1) <= tol * scale) & ~bad & ~retry
+        err = np.abs(f).max(axis=1)
+        done = (err <= tol * scale) & ~bad & ~retry
+        with np.errstate(divide="ignore", invalid="ignore"):
+            res = np.where(scale > 0, err / scale, 0.0)
+        halved = res <= 0.5 * best[active]
+        best[active] = np.where(halved, res, best[active])
+        since[active] = np.where(halved, 0, since[active] + 1)
+        bad |= (since[active] >= stall) & ~done
         g = np.where(retry[:, None], g_prev[active], g)
         f = np.where(retry[:, None], f_prev[active], f)
         if it > 1:
@@ -130,6 +154,10 @@ def _solve(st: Stack, p: np.ndarray, temps: np.ndarray, start: tuple | None, tol
             extrapolated[active] = use
         x[active] = np.where(done[:, None], g, new)
         ok[active[done]] = True
+        if label is not None and bad.any():  # no solution above a failure of the same label
+            t_fail = np.full(label.max() + 1, np.inf)
+            np.minimum.at(t_fail, label[active[bad]], temps[active[bad]])
+            bad |= (temps[active] > t_fail[label[active]]) & ~done
         its[active[done | bad]] = it
         active = active[~done & ~bad]
     x[~ok] = np.nan
@@ -210,7 +238,9 @@ def scha_sweep(
         pair_shells: nearest-distance shells whose force constants are averaged (0: pair harmonic).
         relax: relax each basis first (`dynamics.relax`).
         t_max: K, upper end of the searches.  tol: relative change of the covariances that counts
-            as converged.  max_iter: fixed-point iterations per solve.  t_rtol: relative accuracy of T*.
+            as converged.  max_iter: fixed-point iterations per solve.
+        t_rtol: relative width of the final bracket of T* (no solution at T*, one found at or
+            above T*(1 − t_rtol)).
 
     Raises:
         ValueError: empty sweep, negative temperatures, models with different numbers of sites,
@@ -269,9 +299,10 @@ def scha_sweep(
     )
 
 
-def _solve_grid(st: Stack, k: int, t_all: np.ndarray, tol: float, max_iter: int, block: int = 8):
+def _solve_grid(st: Stack, k: int, t_all: np.ndarray, tol: float, max_iter: int, block: int = 2):
     """All (point, T) of the grid, in ascending blocks of ``block`` temperatures, each started from
-    the point's solution at the previous block's highest T: once a point has
+    the point's solution at the previous block's highest T (blocks of 2: a third fewer iterations
+    than blocks of 8 in the benchmark sweep, at the same cost per call): once a point has
     no solution at some T, its higher temperatures are not tried (no solution; T* is above the
     last solution, see `_instability`). Returns as `_solve`, point-major (k·N_T entries)."""
     nt1 = t_all.size
@@ -291,7 +322,7 @@ def _solve_grid(st: Stack, k: int, t_all: np.ndarray, tol: float, max_iter: int,
         start = None
         if s0 > 0:  # warm start from the point's last solution (the previous block's highest T)
             start = (cs[p, s0 - 1], cb[p, s0 - 1])
-        a, b, good, it = _solve(st, p, t_all[c], start, tol, max_iter)
+        a, b, good, it = _solve(st, p, t_all[c], start, tol, max_iter, chain=p)
         cs[p, c], cb[p, c], ok[p, c], its[p, c] = a, b, good, it
         first_bad = np.where(ok[:, cols].all(axis=1), nt1, cols[np.argmax(~ok[:, cols], axis=1)])
         ok &= np.arange(nt1)[None, :] < first_bad[:, None]  # nothing above a failure counts
@@ -301,8 +332,14 @@ def _solve_grid(st: Stack, k: int, t_all: np.ndarray, tol: float, max_iter: int,
 
 
 def _instability(st, ok, t_all, state, t_max, tol, max_iter, t_rtol):
-    """T* per point of a stack: bracket from the grid (extended by doubling past its end), then
-    bisection with warm starts from the last solution below. Returns (T*, T_lo, state at T_lo)."""
+    """T* per point of a stack: bracket [lo, hi] from the grid (extended by doubling past its end),
+    shrunk until hi − lo ≤ t_rtol·hi with warm starts from the last solution below. Near T* the
+    branch ends in a fold (saddle-node): T(y) ≈ T* − a(y − y*)² for a smooth indicator y of the
+    state (here the summed traces of C_site and C_bond), so the vertex of the parabola T(y) through
+    the three highest solutions predicts T*; each round tests the pair T_v(1 ∓ 0.45 t_rtol) (one round
+    ends the search when the prediction is good), or the midpoint (bisection) where there is no
+    concave fit, the pair does not lie inside the bracket, or two pair rounds in a row did not halve
+    it. Returns (T*, T_lo, state at T_lo)."""
     k, nt1 = ok.shape
     first_fail = np.where(ok.all(axis=1), nt1, np.argmax(~ok, axis=1))
     t_star = np.where(first_fail == 0, 0.0, np.nan)
@@ -310,28 +347,67 @@ def _instability(st, ok, t_all, state, t_max, tol, max_iter, t_rtol):
     lo = t_all[j].copy()
     lo_state = [state[0][np.arange(k), j].copy(), state[1][np.arange(k), j].copy()]
     hi = np.where(first_fail < nt1, t_all[np.clip(first_fail, 0, nt1 - 1)], np.nan)
+    hist_t, hist_y = np.full((k, 3), np.nan), np.full((k, 3), np.nan)  # the three highest solutions (T, y)
+    y_grid = _indicator(*state)
+    for s in range(3):
+        jj = first_fail - 3 + s
+        has = (jj >= 0) & (first_fail > 0)
+        hist_t[has, s], hist_y[has, s] = t_all[jj[has]], y_grid[np.flatnonzero(has), jj[has]]
+
+    def accept(pts, tt, cs, cb, good):  # fold the results of one round of tests into the brackets
+        np.fmin.at(hi, pts[~good], tt[~good])  # hi is NaN before the first failure
+        y = _indicator(cs, cb)
+        for e in np.lexsort((tt, pts)):
+            i = pts[e]
+            if good[e] and lo[i] < tt[e] and not tt[e] >= hi[i]:  # (hi NaN: no failure yet)
+                lo[i] = tt[e]
+                lo_state[0][i], lo_state[1][i] = cs[e], cb[e]
+                hist_t[i], hist_y[i] = np.roll(hist_t[i], -1), np.roll(hist_y[i], -1)
+                hist_t[i, -1], hist_y[i, -1] = tt[e], y[e]
+
     grow = np.flatnonzero(first_fail == nt1)
     while grow.size:  # solutions up to the end of the grid: double T until none (or t_max)
         t_try = np.minimum(np.where(lo[grow] > 0, 2 * lo[grow], 1.0), t_max)
         cs, cb, good, _ = _solve(st, grow, t_try, (lo_state[0][grow], lo_state[1][grow]), tol, max_iter)
-        hi[grow[~good]] = t_try[~good]
+        accept(grow, t_try, cs, cb, good)
         up = grow[good]
-        lo[up] = t_try[good]
-        lo_state[0][up], lo_state[1][up] = cs[good], cb[good]
-        capped = up[lo[up] >= t_max]
-        t_star[capped] = np.inf
+        t_star[up[lo[up] >= t_max]] = np.inf
         grow = up[lo[up] < t_max]
     todo = np.flatnonzero(np.isfinite(hi) & np.isnan(t_star))
+    slow = np.zeros(k, dtype=int)  # pair rounds in a row that did not halve the bracket
     while todo.size:
-        mid = 0.5 * (lo[todo] + hi[todo])
-        cs, cb, good, _ = _solve(st, todo, mid, (lo_state[0][todo], lo_state[1][todo]), tol, max_iter)
-        hi[todo[~good]] = mid[~good]
-        up = todo[good]
-        lo[up] = mid[good]
-        lo_state[0][up], lo_state[1][up] = cs[good], cb[good]
+        tv = _fold_vertex(hist_t[todo], hist_y[todo])
+        h = 0.45 * t_rtol * tv
+        pair = np.isfinite(tv) & (tv - h > lo[todo]) & (tv + h < hi[todo]) & (slow[todo] < 2)
+        mid = ~pair
+        pts = np.concatenate([todo[pair], todo[pair], todo[mid]])
+        tt = np.concatenate([(tv - h)[pair], (tv + h)[pair], 0.5 * (lo[todo[mid]] + hi[todo[mid]])])
+        width = hi[todo] - lo[todo]
+        cs, cb, good, _ = _solve(st, pts, tt, (lo_state[0][pts], lo_state[1][pts]), tol, max_iter, chain=pts)
+        accept(pts, tt, cs, cb, good)
+        slow[todo] = np.where(pair & (hi[todo] - lo[todo] > 0.5 * width), slow[todo] + 1, 0)
         todo = todo[hi[todo] - lo[todo] > t_rtol * hi[todo]]
     t_star = np.where(np.isnan(t_star), hi, t_star)
     return t_star, lo, lo_state
+
+
+def _indicator(c_site: np.ndarray, c_bond: np.ndarray) -> np.ndarray:
+    """y = Σ tr C_site + Σ tr C_bond (nm²), over the last three axes: the fold indicator of `_instability`."""
+    return np.trace(c_site, axis1=-2, axis2=-1).sum(axis=-1) + np.trace(c_bond, axis1=-2, axis2=-1).sum(axis=-1)
+
+
+def _fold_vertex(t: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The maximum of the parabola T(y) through three points (rows of t, y (m, 3)); NaN where it is not
+    concave or not defined (Newton divided differences in y scaled to the span of the points)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        u = (y - y[:, -1:]) / np.abs(y - y[:, -1:]).max(axis=1, keepdims=True)
+        d01 = (t[:, 1] - t[:, 0]) / (u[:, 1] - u[:, 0])
+        d12 = (t[:, 2] - t[:, 1]) / (u[:, 2] - u[:, 1])
+        c2 = (d12 - d01) / (u[:, 2] - u[:, 0])
+        c1 = d01 - c2 * (u[:, 0] + u[:, 1])
+        c0 = t[:, 0] - d01 * u[:, 0] + c2 * u[:, 0] * u[:, 1]
+        tv = c0 - c1**2 / (4 * c2)
+    return np.where(np.isfinite(tv) & (c2 < 0), tv, np.nan)
 
 
 def _lindemann_root(st, pin, lc, crit, ok, t_all, state, t_star, lo_t, lo_state, tol, max_iter):

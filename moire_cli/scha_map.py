@@ -18,6 +18,9 @@ from moire_cli.units import HBAR2_OVER_M0_MEV_NM2, K_B_MEV_PER_K
 #: Gauss–Hermite (probabilists') 3-point rule: nodes in units of σ, weights.
 _GH_NODES = np.array([-np.sqrt(3.0), 0.0, np.sqrt(3.0)])
 _GH_WEIGHTS = np.array([1 / 6, 2 / 3, 1 / 6])
+#: The 3×3 product rule: nodes (9, 2) in units of the principal standard deviations, weights (9,).
+_GH_Z = np.stack(np.meshgrid(_GH_NODES, _GH_NODES, indexing="ij"), axis=-1).reshape(9, 2)
+_GH_W = np.outer(_GH_WEIGHTS, _GH_WEIGHTS).ravel()
 
 def bonds_within_shells(cell: np.ndarray, basis: np.ndarray, shells: int, rtol: float = 1e-6):
     """Directed bonds (κ, κ′, δ = R + τ_κ′ − τ_κ) of the first ``shells`` distinct distances.
@@ -64,12 +67,18 @@ class Stack:
     nearest: np.ndarray  # (P_b,) bool: nearest-neighbour bond
     zero_tol: np.ndarray  # (P,) meV
     w2_min: np.ndarray  # (P,) lowest positive harmonic ħ²ω² (meV²)
-    groups: tuple  # ((interaction, point indices), ...)
+    groups: tuple  # ((tabulated force constants of one interaction, point indices), ...)
+    phi_bond: np.ndarray  # (P, P_b, 2, 2) meV/nm² the harmonic force constants Φ(δ_b) of the bonds
     # one site per cell (D(q) real symmetric): the real fast path of `step`, else None
-    d_real: np.ndarray | None = None  # (P, 3, N_q) ħ²D_xx, ħ²D_xy, ħ²D_yy meV²
-    cos_q: np.ndarray | None = None  # (P, P_b, N_q) cos(q·δ_b)
-    half_bonds: np.ndarray | None = None  # one bond of each ±δ pair (equal averages by symmetry)
+    d_real: np.ndarray | None = None  # (P, 3, N_o) ħ²D_xx, ħ²D_xy, ħ²D_yy meV²
+    half_bonds: np.ndarray | None = None  # (H,) one bond of each ±δ pair (equal averages by symmetry)
     from_half: np.ndarray | None = None  # (P_b,) the position of each bond's pair in half_bonds
+    bond_count: np.ndarray | None = None  # (H,) bonds per pair (2)
+    # the real path's q: one per rotation orbit (N_o of them; `moire_cli.scha_symmetry`)
+    forward: np.ndarray | None = None  # (P, 1 + H, N_o) rows 1, cos(q·δ_h): force constants -> D(q)
+    back: np.ndarray | None = None  # (P, N_o, 1 + H) the same times the orbit weights: G(q) -> C_site, C_b
+    sym_maps: np.ndarray | None = None  # (m, 3, 3) the rotations R^k on (xx, xy, yy), divided by m
+    sym_bonds: np.ndarray | None = None  # (m, H) the half bond ±R^{−k}δ_h
 
 
 def _prepare(model, n_mesh: int, pair_shells: int) -> dict:
@@ -98,6 +107,7 @@ def _prepare(model, n_mesh: int, pair_shells: int) -> dict:
         kap=kap, kap_p=kap_p, delta=delta, smeared=shell < pair_shells, nearest=shell == 0,
         tol=tol, w2min=float(pos.min()) if pos.size else 1.0,
         key=(cr.n_sites, len(q), tuple(kap), tuple(kap_p), tuple(shell < pair_shells)),
+        cell=cr.cell, n_mesh=n_mesh, todo=todo, rep=rep,
     )
 
 
@@ -113,24 +123,33 @@ def stacks(models: Sequence, n_mesh: int, pair_shells: int) -> list[tuple[np.nda
         groups: dict = {}
         for j, p in enumerate(ps):
             groups.setdefault(p["model"].interaction, []).append(j)
+        delta = np.stack([p["delta"] for p in ps])
+        tables = tuple((_table(k, [ps[j]["delta"] for j in v]), np.array(v)) for k, v in groups.items())
+        phi_bond = np.zeros(delta.shape + (2,))
+        for table, members in tables:
+            phi_bond[members] = table(delta[members])
         out.append((np.array(idx), Stack(
             models=tuple(p["model"] for p in ps), d_harm=np.stack([p["d"] for p in ps]),
             phase=np.stack([p["phase"] for p in ps]), q_weight=ps[0]["qw"], cos_moire=np.stack([p["cosm"] for p in ps]),
             b=np.stack([p["b"] for p in ps]), V=np.array([p["V"] for p in ps]),
             mass=np.array([p["model"].mass for p in ps]), kappa=ps[0]["kap"], kappa_prime=ps[0]["kap_p"],
-            delta=np.stack([p["delta"] for p in ps]), smeared=ps[0]["smeared"], nearest=ps[0]["nearest"],
+            delta=delta, smeared=ps[0]["smeared"], nearest=ps[0]["nearest"],
             zero_tol=np.array([p["tol"] for p in ps]),
-            w2_min=np.array([p["w2min"] for p in ps]),
-            groups=tuple((_table(k, [ps[j]["delta"] for j in v]), np.array(v)) for k, v in groups.items()),
-            **_real_parts(np.stack([p["d"] for p in ps]), np.stack([p["phase"] for p in ps]), ps[0]["delta"]),
+            w2_min=np.array([p["w2min"] for p in ps]), groups=tables, phi_bond=phi_bond,
+            **_real_parts(ps),
         )))
     return out
 
 
-def _real_parts(d: np.ndarray, phase: np.ndarray, delta: np.ndarray) -> dict:
+def _real_parts(ps: list[dict]) -> dict:
     """For one site per cell D(q) = Σ_R Φ(R) e^{iq·R} is real symmetric (Φ(R) = Φ(−R)): its three
-    components, cos(q·δ_b) (contiguous) and the ±δ bond pairs, for the real path of `step`; {}
-    otherwise."""
+    components, the ±δ bond pairs and the matrices of the real path of `step` (cos(q·δ_h) of one
+    bond per pair, with and without the q weights), on one q per orbit of the points' common rotation
+    group (`moire_cli.scha_symmetry`; all the mesh representatives without one); {} otherwise.
+    ``ps``: the `_prepare` records of one stack."""
+    from moire_cli.scha_symmetry import rotation_orbits
+
+    d, phase, delta = np.stack([p["d"] for p in ps]), np.stack([p["phase"] for p in ps]), ps[0]["delta"]
     if d.shape[-1] != 2 or np.abs(d.imag).max() > 1e-10 * np.abs(d).max():
         return {}
     partner = np.argmin(np.linalg.norm(delta[:, None] + delta[None], axis=-1), axis=1)
@@ -141,8 +160,21 @@ def _real_parts(d: np.ndarray, phase: np.ndarray, delta: np.ndarray) -> dict:
     pos[half] = np.arange(len(half))
     from_half = np.where(pos >= 0, pos, pos[partner])
     comps = np.stack([d[..., 0, 0].real, d[..., 0, 1].real, d[..., 1, 1].real], axis=1)  # (P, 3, N_q)
-    return {"d_real": np.ascontiguousarray(comps), "cos_q": np.ascontiguousarray(np.swapaxes(phase.real, 1, 2)),
-            "half_bonds": half, "from_half": from_half}
+    syms = [rotation_orbits(p["cell"], p["n_mesh"], p["todo"], p["rep"], p["qw"], comps[i], p["delta"][half],
+                            p["smeared"][half], p["cosm"][0], p["b"]) for i, p in enumerate(ps)]
+    same = all(x is not None for x in syms) and all(
+        np.array_equal(x["orbit"], syms[0]["orbit"]) and np.array_equal(x["bond_index"], syms[0]["bond_index"])
+        and np.allclose(x["maps"], syms[0]["maps"]) for x in syms)
+    if same:
+        keep, weight, maps, bond_index = syms[0]["orbit"], syms[0]["weight"], syms[0]["maps"], syms[0]["bond_index"]
+    else:
+        keep, weight = np.arange(d.shape[1]), ps[0]["qw"]
+        maps, bond_index = np.eye(3)[None], np.arange(len(half))[None]
+    forward = np.concatenate([np.ones((len(ps), len(keep), 1)), phase.real[:, keep][:, :, half]], axis=2)
+    return {"d_real": np.ascontiguousarray(comps[:, :, keep]), "half_bonds": half, "from_half": from_half,
+            "bond_count": np.bincount(from_half, minlength=len(half)).astype(float),
+            "forward": np.ascontiguousarray(np.swapaxes(forward, 1, 2)),
+            "back": np.ascontiguousarray(forward * weight[None, :, None]), "sym_maps": maps, "sym_bonds": bond_index}
 
 
 def _table(interaction, deltas: list) -> _TabulatedForceConstants:
@@ -223,22 +255,23 @@ def _pair_average(st: Stack, p: np.ndarray, c_bond: np.ndarray, bonds: np.ndarra
     """⟨Φ(δ + w)⟩ − Φ(δ) over w ~ N(0, C_b) by the 3×3 Gauss–Hermite rule for the smeared bonds:
     (b, P_b, 2, 2) meV/nm² (0 for the others), and a (b,) flag: a node within δ/10 of contact.
     ``bonds``: only these bond indices (c_bond (b, len(bonds), 2, 2) then)."""
-    delta = st.delta[p] if bonds is None else st.delta[p][:, bonds]  # (b, P_b, 2)
-    smeared = st.smeared if bonds is None else st.smeared[bonds]
+    sel_b = slice(None) if bonds is None else bonds
+    delta = st.delta[p][:, sel_b]  # (b, P_b, 2)
+    smeared = st.smeared[sel_b]
     lam, vec = np.linalg.eigh(c_bond)
-    sd = np.sqrt(np.clip(lam, 0.0, None))
-    z = np.stack(np.meshgrid(_GH_NODES, _GH_NODES, indexing="ij"), axis=-1).reshape(9, 2)
-    wts = np.outer(_GH_WEIGHTS, _GH_WEIGHTS).ravel()
-    pos = delta[:, :, None, :] + np.einsum("bpij,bpkj->bpki", vec, z[None, None] * sd[:, :, None, :])
-    r_bond = np.linalg.norm(delta, axis=-1)[:, :, None]
-    close = ((np.linalg.norm(pos, axis=-1) < 0.1 * r_bond) & smeared[None, :, None]).any(axis=(1, 2))
-    pos = np.where(close[:, None, None, None] | ~smeared[None, :, None, None], delta[:, :, None, :], pos)
+    vec *= np.sqrt(np.clip(lam, 0.0, None))[:, :, None, :]  # columns scaled by the standard deviations
+    pos = np.swapaxes(vec @ _GH_Z.T, -1, -2)  # (b, P_b, 9, 2) node offsets
+    pos += delta[:, :, None, :]
+    r2_bond = np.einsum("bpx,bpx->bp", delta, delta)
+    close = ((np.einsum("bpkx,bpkx->bpk", pos, pos) < 0.01 * r2_bond[:, :, None]) & smeared[None, :, None]).any(axis=(1, 2))
+    pos[close] = delta[close][:, :, None, :]
+    pos[:, ~smeared] = delta[:, ~smeared, None, :]
     out = np.zeros(c_bond.shape)
+    phi_bond = st.phi_bond[p][:, sel_b]
     for table, members in st.groups:  # sweep points sharing one pair interaction
-        sel = np.isin(p, members)
-        if sel.any():
-            phi = table(pos[sel])  # (b', P_b, 9, 2, 2)
-            out[sel] = np.einsum("k,bpkxy->bpxy", wts, phi) - table(delta[sel])
+        sel = slice(None) if len(st.groups) == 1 else np.isin(p, members)
+        phi = table(pos[sel])  # (b', P_b, 9, 2, 2)
+        out[sel] = np.einsum("k,bpkxy->bpxy", _GH_W, phi) - phi_bond[sel]
     return out * smeared[None, :, None, None], close
 
 
@@ -289,39 +322,70 @@ def _onsite_moire(st: Stack, p: np.ndarray, c_site: np.ndarray) -> np.ndarray:
 def _step_single_site(st: Stack, p: np.ndarray, temps: np.ndarray, c_site: np.ndarray, c_bond: np.ndarray):
     """`step` for one site per cell in real arithmetic: ħ²D(q) = ħ²D_harm(q) + (ħ²/m)[ΔΦ_site +
     Σ_b ΔΦ_b (1 − cos q·δ_b)], G(q) by the 2×2 closed form, C_site = Σ_q w G(q) and
-    C_b = 2 Σ_q w G(q)(1 − cos q·δ_b) (G real symmetric, bonds in ±δ pairs)."""
-    dphi, close = _pair_average(st, p, c_bond[:, st.half_bonds], st.half_bonds)
-    dphi = dphi[:, st.from_half]  # (b, P_b, 2, 2)
-    cos = st.cos_q[p]  # (b, P_b, N_q)
-    s = HBAR2_OVER_M0_MEV_NM2 / st.mass[p]
-    total = _onsite_moire(st, p, c_site)[:, 0] + dphi.sum(axis=1)  # (b, 2, 2), the acoustic sum rule
-    comp3 = np.ascontiguousarray(dphi.reshape(len(p), -1, 4)[:, :, [0, 1, 3]].transpose(0, 2, 1))  # (b, 3, P_b)
-    tot3 = total.reshape(len(p), 4)[:, [0, 1, 3]]  # (b, 3)
-    d = comp3 @ cos  # (b, 3, N_q)
-    np.subtract(tot3[:, :, None], d, out=d)
-    d *= s[:, None, None]
+    C_b = 2 Σ_q w G(q)(1 − cos q·δ_b) (G real symmetric, bonds in ±δ pairs: one bond per pair, each
+    sum over q one batched matrix product with `Stack.forward` / `Stack.back`), over one q per
+    rotation orbit and symmetrised after (`moire_cli.scha_symmetry`; the state must be symmetric,
+    as the harmonic start and every state made of steps from it are)."""
+    nb, n_h = len(p), len(st.half_bonds)
+    dphi, close = _pair_average(st, p, c_bond[:, st.half_bonds], st.half_bonds)  # (b, H, 2, 2)
+    comp = dphi.reshape(nb, n_h, 4)[:, :, [0, 1, 3]] * st.bond_count[None, :, None]  # (b, H, 3): xx, xy, yy
+    x = np.empty((nb, 3, 1 + n_h))
+    x[:, :, 0] = _onsite_moire(st, p, c_site)[:, 0].reshape(nb, 4)[:, [0, 1, 3]] + comp.sum(axis=1)  # sum rule
+    x[:, :, 1:] = -np.swapaxes(comp, 1, 2)
+    x *= (HBAR2_OVER_M0_MEV_NM2 / st.mass[p])[:, None, None]
+    d = x @ st.forward[p]  # (b, 3, N_q)
     d += st.d_real[p]
     a, c, e = d[:, 0], d[:, 1], d[:, 2]
-    amid = a - e
-    amid *= 0.5
-    half = np.hypot(amid, c)
-    lo = 0.5 * (a + e) - half
-    f_lo = _thermal_factor(lo, temps, st.zero_tol[p])
-    f_hi = _thermal_factor(lo + 2 * half, temps, st.zero_tol[p])
+    lh = np.empty((nb, 2, d.shape[-1]))  # the two eigenvalues λ∓ = (a + e)/2 ∓ half
+    half = np.subtract(a, e)
+    half *= 0.5
+    np.square(half, out=half)
+    half += c * c
+    np.sqrt(half, out=half)
+    np.add(a, e, out=lh[:, 0])
+    lh[:, 0] *= 0.5
+    lh[:, 0] -= half
+    np.add(lh[:, 0], half, out=lh[:, 1])
+    lh[:, 1] += half
+    lo = lh[:, 0].copy()
+    f = _thermal_factor_real(lh, temps, st.zero_tol[p])
+    f_lo = f[:, 0]
+    slope = np.subtract(f[:, 1], f_lo, out=f[:, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(half > 0, (f_hi - f_lo) / (2 * half), 0.0)
-    w = st.q_weight[None, :] * (HBAR2_OVER_M0_MEV_NM2 / (2 * st.mass[p]))[:, None]  # (b, N_q)
-    g = np.empty_like(d)
-    np.multiply(slope, a - lo, out=g[:, 0])
-    g[:, 0] += f_lo
-    np.multiply(slope, c, out=g[:, 1])
-    np.multiply(slope, e - lo, out=g[:, 2])
-    g[:, 2] += f_lo
-    g *= w[:, None]
-    local = g.sum(axis=-1)  # (b, 3)
-    bond = 2 * (local[:, :, None] - g @ np.swapaxes(cos, 1, 2))  # (b, 3, P_b)
+        slope /= half
+    slope *= 0.5
+    np.copyto(slope, 0.0, where=~(half > 0))
+    g = d  # G(q) = f(λ₋) I + slope (M − λ₋ I), overwriting D
+    a -= lo
+    a *= slope
+    a += f_lo
+    c *= slope
+    e -= lo
+    e *= slope
+    e += f_lo
+    s = g @ st.back[p]  # (b, 3, 1 + H): Σ_q W G(q), Σ_q W G(q) cos q·δ_h over the orbits
+    s *= (HBAR2_OVER_M0_MEV_NM2 / (2 * st.mass[p]))[:, None, None]
+    local = np.einsum("kij,bj->bi", st.sym_maps, s[:, :, 0])  # (b, 3), (1/m) Σ_k R^k (·) R^kᵀ
+    cross = np.einsum("kij,bjkh->bih", st.sym_maps, s[:, :, 1:][:, :, st.sym_bonds])  # δ_h -> R^{−k}δ_h
+    bond = 2 * (local[:, :, None] - cross)  # (b, 3, H)
 
     def full(v):  # (..., 3) -> (..., 2, 2)
         return v[..., [0, 1, 1, 2]].reshape(*v.shape[:-1], 2, 2)
 
-    return full(local)[:, None], full(np.swapaxes(bond, 1, 2)), lo.min(axis=-1), close
+    return full(local)[:, None], full(np.swapaxes(bond, 1, 2))[:, st.from_half], lo.min(axis=-1), close
+
+
+def _thermal_factor_real(w2: np.ndarray, temps: np.ndarray, zero_tol: np.ndarray) -> np.ndarray:
+    """`_thermal_factor` in place on a fresh array ``w2`` (b, ...): coth(ħω/2k_BT)/ħω (1/meV), 0 for
+    zero and imaginary modes (ħω < zero_tol (b,); the NaN of √ of a negative ħ²ω² fails the test)."""
+    shape = (-1,) + (1,) * (w2.ndim - 1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        w = np.sqrt(w2, out=w2)
+        keep = (w >= zero_tol.reshape(shape)) & (w > 0)
+        x = w / (K_B_MEV_PER_K * np.asarray(temps, dtype=float).reshape(shape))
+        np.expm1(x, out=x)
+        np.divide(2.0, x, out=x)
+        x += 1.0
+        x /= w
+    np.copyto(x, 0.0, where=~keep)
+    return x

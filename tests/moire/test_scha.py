@@ -106,6 +106,9 @@ def test_single_particle_matches_an_independent_scha_and_its_instability_tempera
         lo, hi = (lo, mid) if np.isnan(_scalar_scha_u2(pot, 0.45, mid)) else (mid, hi)
     assert res.instability_temperature[0] == pytest.approx(lo, rel=2e-3)
     assert res.instability_temperature[0] >= lo * (1 - 2e-3)  # located from below, to t_rtol
+    # to t_rtol = 1e-6 (the fold prediction and the stall test) the two agree to that accuracy
+    fine = scha.scha_sweep([_single(pot, 0.45)], 0.3, temps, mesh=2, relax=False, t_rtol=1e-6)
+    assert -1e-8 <= fine.instability_temperature[0] / lo - 1 <= 1e-6  # 197.3072 K, 3e-7 above
 
 
 def test_single_particle_ground_state_against_the_exact_one_in_a_deep_well():
@@ -204,3 +207,27 @@ def test_single_site_real_step_equals_the_general_complex_step():
     for x, y in zip(fast[:3], slow[:3], strict=True):
         np.testing.assert_allclose(x, np.real(y), rtol=1e-12, atol=1e-12 * np.abs(y).max())
     assert np.array_equal(fast[3], slow[3])
+
+
+def test_real_step_runs_on_rotation_orbits_where_the_problem_has_them():
+    from moire_cli import scha_map
+
+    def model(name):
+        return dynamics.relax(dynamics.LatticeModel(crystals.build_crystal(name, 9.0), MoirePotential(
+            9.0, 3.0, np.deg2rad(45.0), -1), Coulomb(5.1), 0.45)).model
+
+    (_, tri), = scha_map.stacks([model("triangular")], 12, 1)
+    (_, stripe), = scha_map.stacks([model("linear_stripe")], 12, 1)
+    # C6 on the 12×12 hexagonal mesh, Burnside: (144 + 1 + 3 + 4 + 3 + 1)/6 = 26 orbits
+    assert tri.sym_maps.shape[0] == 6 and tri.d_real.shape[-1] == 26
+    assert tri.back[0, :, 0].sum() == pytest.approx(1.0, rel=1e-14)
+    # the rectangular stripe has no rotation of order 3, 4, 6: all (144 + 4)/2 = 74 time-reversal classes
+    assert stripe.sym_maps.shape[0] == 1 and stripe.d_real.shape[-1] == stripe.d_harm.shape[1] == 74
+    p, temps = np.zeros(2, dtype=int), np.array([0.0, 60.0])
+    for st in (tri, stripe):
+        start = scha_map.step(st, p, temps, np.zeros((2, 1, 2, 2)), np.zeros((2, len(st.kappa), 2, 2)),
+                              general=True)[:2]
+        fast = scha_map.step(st, p, temps, *start)
+        slow = scha_map.step(st, p, temps, *start, general=True)
+        for x, y in zip(fast[:3], slow[:3], strict=True):
+            np.testing.assert_allclose(x, np.real(y), rtol=1e-12, atol=1e-12 * np.abs(y).max())
