@@ -15,7 +15,8 @@
 # 80 steps + stage 2 40 steps, LoRA 120 steps, per-task LoRA 40 steps per task. Runs already finished
 # (a .done marker) are not repeated, so an interrupted comparison resumes where it stopped.
 # STAGE1_STEPS / STAGE2_STEPS / SEEDS / VAL_N / TEST_N override the budget (a smoke run:
-# ROOT=runs/smoke STAGE1_STEPS=1 STAGE2_STEPS=1 SEEDS="1 2" VAL_N=2 TEST_N=2).
+# ROOT=runs/smoke STAGE1_STEPS=1 STAGE2_STEPS=1 SEEDS="1 2" VAL_N=2 TEST_N=2). CHOICES=<choices.txt>
+# takes choices 1 and 2 from an earlier run (e.g. docs/results/bbc/choices.txt) instead of rerunning them.
 set -euo pipefail
 ALTER=${ALTER:-.venv/bin/alter}
 PY=${PY:-.venv/bin/python}
@@ -34,44 +35,63 @@ first_seed=${SEEDS%% *}
 
 log data
 $ALTER data bbc --config configs/alter/bbc-data.yaml --max-body-chars 300 --max-validation "${VAL_N:-30}" \
-    --max-test "${TEST_N:-50}" --out "$D" --overwrite
+    --max-test "${TEST_N:-200}" --out "$D" --overwrite
 
 s=$first_seed
 
-# choice 1: expert kind (lr 2e-3)
-stage1 hydra_lora $LR0 "$s"
-stage1 lora $LR0 "$s"
-val "$ROOT/val-kind" "$R/stage1-hydra_lora-seed$s" "[$R/stage1-lora-seed$s]"
-h=$(macro "$ROOT/val-kind" "stage1-hydra_lora-seed$s"); l=$(macro "$ROOT/val-kind" "stage1-lora-seed$s")
-KIND=$(pick "$h" "$l" hydra_lora lora)
-log "validation macro: hydra_lora $h, lora $l -> $KIND"
+choice() { sed -n "s/^$1=//p" "$CHOICES"; }
+if [ -n "${CHOICES:-}" ]; then
+    # choices 1 and 2 read from an earlier run's choices.txt (its validation runs are not repeated)
+    KIND=$(choice expert); LR=$(choice mta_learning_rate); LORA_LR=$(choice lora_learning_rate)
+    for v in "$KIND" "$LR" "$LORA_LR"; do
+        [ -n "$v" ] || { echo "error: $CHOICES lacks one of expert, mta_learning_rate, lora_learning_rate" >&2; exit 2; }
+    done
+    h=$(choice expert_hydra_lora); l=$(choice expert_lora); m0=$(choice "mta_lr_$LR0"); m1=$(choice "mta_lr_$LR1")
+    b0=$(choice "lora_lr_$LR0"); b1=$(choice "lora_lr_$LR1")
+    log "choices 1-2 from $CHOICES: expert $KIND, MTA lr $LR, LoRA lr $LORA_LR"
+else
+    # choice 1: expert kind (lr 2e-3)
+    stage1 hydra_lora $LR0 "$s"
+    stage1 lora $LR0 "$s"
+    val "$ROOT/val-kind" "$R/stage1-hydra_lora-seed$s" "[$R/stage1-lora-seed$s]"
+    h=$(macro "$ROOT/val-kind" "stage1-hydra_lora-seed$s"); l=$(macro "$ROOT/val-kind" "stage1-lora-seed$s")
+    KIND=$(pick "$h" "$l" hydra_lora lora)
+    log "validation macro: hydra_lora $h, lora $l -> $KIND"
 
-# choice 2: learning rates (MTA stage 1; LoRA baseline)
-stage1 "$KIND" $LR1 "$s"
-lora $LR0 "$s"
-lora $LR1 "$s"
-val "$ROOT/val-lr" "$R/stage1-$KIND-seed$s" \
-    "[$R/stage1-$KIND-lr$LR1-seed$s, $R/lora-lr$LR0-seed$s, $R/lora-lr$LR1-seed$s]"
-m0=$(macro "$ROOT/val-lr" "stage1-$KIND-seed$s"); m1=$(macro "$ROOT/val-lr" "stage1-$KIND-lr$LR1-seed$s")
-b0=$(macro "$ROOT/val-lr" "lora-lr$LR0-seed$s"); b1=$(macro "$ROOT/val-lr" "lora-lr$LR1-seed$s")
-LR=$(pick "$m0" "$m1" $LR0 $LR1); LORA_LR=$(pick "$b0" "$b1" $LR0 $LR1)
-log "validation macro: MTA stage 1 lr $LR0 $m0, $LR1 $m1 -> $LR; LoRA lr $LR0 $b0, $LR1 $b1 -> $LORA_LR"
+    # choice 2: learning rates (MTA stage 1; LoRA baseline)
+    stage1 "$KIND" $LR1 "$s"
+    lora $LR0 "$s"
+    lora $LR1 "$s"
+    val "$ROOT/val-lr" "$R/stage1-$KIND-seed$s" \
+        "[$R/stage1-$KIND-lr$LR1-seed$s, $R/lora-lr$LR0-seed$s, $R/lora-lr$LR1-seed$s]"
+    m0=$(macro "$ROOT/val-lr" "stage1-$KIND-seed$s"); m1=$(macro "$ROOT/val-lr" "stage1-$KIND-lr$LR1-seed$s")
+    b0=$(macro "$ROOT/val-lr" "lora-lr$LR0-seed$s"); b1=$(macro "$ROOT/val-lr" "lora-lr$LR1-seed$s")
+    LR=$(pick "$m0" "$m1" $LR0 $LR1); LORA_LR=$(pick "$b0" "$b1" $LR0 $LR1)
+    log "validation macro: MTA stage 1 lr $LR0 $m0, $LR1 $m1 -> $LR; LoRA lr $LR0 $b0, $LR1 $b1 -> $LORA_LR"
+fi
 
-# choice 3: the stage-2 gate's task input
+# choice 3: the stage-2 gate's task input (task_only: its per-task logits at 5x the rate, as the selector)
+stage1 "$KIND" "$LR" "$s"
 stage2 "$KIND" "$LR" bias "$s"
 stage2 "$KIND" "$LR" none "$s"
+stage2 "$KIND" "$LR" task_only "$s"
 k=$KIND$(sfx "$LR")
-val "$ROOT/val-gate" "$R/stage2-$k-bias-seed$s" "[$R/stage2-$k-none-seed$s, $R/stage1-$k-seed$s]"
+val "$ROOT/val-gate" "$R/stage2-$k-bias-seed$s" \
+    "[$R/stage2-$k-none-seed$s, $R/stage2-$k-task_only-seed$s, $R/stage1-$k-seed$s]"
 g1=$(macro "$ROOT/val-gate" "stage2-$k-bias-seed$s"); g0=$(macro "$ROOT/val-gate" "stage2-$k-none-seed$s")
-GATE=$(pick "$g1" "$g0" bias none)
-log "validation macro: gate_task bias $g1, none $g0 -> $GATE"
+g2=$(macro "$ROOT/val-gate" "stage2-$k-task_only-seed$s")
+GATE=$(pick "$g1" "$g0" bias none); gbest=$(pick "$g1" "$g0" "$g1" "$g0")
+GATE=$(pick "$gbest" "$g2" "$GATE" task_only)
+log "validation macro: gate_task bias $g1, none $g0, task_only $g2 -> $GATE"
 {
     echo "# validation macro averages (seed $s) and the choices made from them by bench/compare_bbc.sh"
+    [ -z "${CHOICES:-}" ] || echo "# expert and learning rates (choices 1-2) read from $CHOICES, not rerun"
     echo "expert_hydra_lora=$h"; echo "expert_lora=$l"; echo "expert=$KIND"
     echo "mta_lr_$LR0=$m0"; echo "mta_lr_$LR1=$m1"; echo "mta_learning_rate=$LR"
     echo "lora_lr_$LR0=$b0"; echo "lora_lr_$LR1=$b1"; echo "lora_learning_rate=$LORA_LR"
-    echo "gate_task_bias=$g1"; echo "gate_task_none=$g0"; echo "gate_task=$GATE"
-} > "$ROOT/choices.txt"
+    echo "gate_task_bias=$g1"; echo "gate_task_none=$g0"; echo "gate_task_task_only=$g2"; echo "gate_task=$GATE"
+} > "$ROOT/choices.txt.tmp"
+mv "$ROOT/choices.txt.tmp" "$ROOT/choices.txt"
 
 # the other seeds, the per-task LoRA
 for s in $SEEDS; do stage1 "$KIND" "$LR" "$s"; stage2 "$KIND" "$LR" "$GATE" "$s"; done

@@ -27,14 +27,15 @@ stage1() {  # $1 kind, $2 learning rate, $3 seed
         --set "mta.selector_learning_rate=$($PY -c "print(5 * $2)")" "${extra[@]}" --overwrite
     touch "$ROOT/$name/.done"
 }
-stage2() {  # $1 kind, $2 learning rate, $3 gate_task, $4 seed
-    local name s1
+stage2() {  # $1 kind, $2 learning rate, $3 gate_task (task_only: gate logits at 5x the rate), $4 seed
+    local name s1 extra=()
+    if [ "$3" = task_only ]; then extra=(--set "mta.gate_learning_rate=$($PY -c "print(5 * $2)")"); fi
     s1="stage1-$1$(sfx "$2")-seed$4"; name="stage2-$1$(sfx "$2")-$3-seed$4"
     [ -e "$ROOT/$name/.done" ] && return 0
     log "stage 2 $1 lr $2 gate_task=$3 seed $4"
     $ALTER train-stage2 $STAGE2 --out "$ROOT/$name" "${data[@]}" --set "stage1=$R/$s1" \
         --set mta.gate_task="$3" --set train.seed="$4" --set train.max_steps="$S2" \
-        --set train.learning_rate="$2" --overwrite
+        --set train.learning_rate="$2" "${extra[@]}" --overwrite
     touch "$ROOT/$name/.done"
 }
 lora() {  # $1 learning rate, $2 seed
