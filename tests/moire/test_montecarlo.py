@@ -102,3 +102,27 @@ def test_random_and_continued_starts():
         mc.run_monte_carlo(m, [1.0], seed=3, initial="liquid", **run)
     with pytest.raises(ValueError, match="shape"):
         mc.run_monte_carlo(m, [1.0], seed=3, initial=np.zeros((2, 16, 2)), **run)
+
+
+def test_periodic_coulomb_pair_energy_near_contact():
+    """The free-energy anchor's fluid samples pairs far inside one neighbour distance at small Γ: the
+    pair energy there (0.002–0.3 a, any direction) against the independent Ewald sum of the two-site
+    cell, to 2e-6 of the Coulomb scale c/a (the short part is erfc in closed form at every distance;
+    only the smooth long-range part is a bicubic table)."""
+    from moire_cli import ewald
+    from moire_cli.crystals import Crystal
+
+    m = _hole()
+    sc = mc.build_supercell(m.crystal, (6, 6))
+    phi = mc.PeriodicPairEnergy(m.interaction, sc)
+    rng = np.random.default_rng(3)
+    r = sc.a * np.array([0.002, 0.02, 0.1, 0.3, 0.3, 0.7])
+    ang = rng.uniform(0, 2 * np.pi, r.size)
+    d = np.stack([r * np.cos(ang), r * np.sin(ang)], axis=-1)
+    far = sc.minimum_image(np.array([[7.3, 11.9]]))  # the reference: a generic pair at ~0.9 a_M
+    c = m.interaction.coulomb_tail
+    cell = lambda x: ewald.coulomb_energy(Crystal("pair", sc.box, np.array([[0.0, 0.0], x])), c)  # noqa: E731
+    got = phi(d) - phi(far)[0]
+    want = np.array([cell(x) for x in d]) - cell(far[0])
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=2e-6 * c / sc.a)
+    assert got[0] > 100 * c / sc.a  # the 1/r contact repulsion is there (c/(0.002 a) = 500 c/a)
