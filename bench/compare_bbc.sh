@@ -39,7 +39,6 @@ $ALTER data bbc --config configs/alter/bbc-data.yaml --max-body-chars 300 --max-
 
 s=$first_seed
 
-choice() { sed -n "s/^$1=//p" "$CHOICES"; }
 if [ -n "${CHOICES:-}" ]; then
     # choices 1 and 2 read from an earlier run's choices.txt (its validation runs are not repeated)
     KIND=$(choice expert); LR=$(choice mta_learning_rate); LORA_LR=$(choice lora_learning_rate)

@@ -30,7 +30,6 @@ D=$ROOT/data
 first_seed=${SEEDS%% *}
 . "$(dirname "$0")/compare_lib.sh"
 
-choice() { sed -n "s/^$1=//p" "$CHOICES"; }
 KIND=$(choice expert); LR=$(choice mta_learning_rate); LORA_LR=$(choice lora_learning_rate)
 GATE=$(choice gate_task)
 for v in "$KIND" "$LR" "$LORA_LR" "$GATE"; do

@@ -14,6 +14,7 @@ val() { [ -e "$1/.done" ] && return 0; $ALTER eval $EVAL --out "$1" --set "check
 macro() { $PY -c "import csv,sys; r={x['task']:x for x in csv.DictReader(open(sys.argv[1]))}; \
 print(r['macro_average'][sys.argv[2]])" "$1/comparison.csv" "$2"; }
 pick() { $PY -c "import sys; print(sys.argv[3] if float(sys.argv[1]) >= float(sys.argv[2]) else sys.argv[4])" "$@"; }
+choice() { sed -n "s/^$1=//p" "$CHOICES"; }  # the value of key $1 in the choices file $CHOICES
 sfx() { [ "$1" = "$LR0" ] && echo "" || echo "-lr$1"; }
 
 stage1() {  # $1 kind, $2 learning rate, $3 seed

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections import Counter
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    n = {t: sum(r["task"] == t for r in next(iter(results.values())).records)
-         for t in dict.fromkeys(r["task"] for r in next(iter(results.values())).records)}
+    n = Counter(r["task"] for r in next(iter(results.values())).records)
     print(f"# {args.eval_dir}, task positions [{args.start}, {args.stop if args.stop is not None else 'end'}): "
           + ", ".join(f"{t} {k}" for t, k in n.items()))
     print("| method | task | mean | std over seeds | 95 % bootstrap |")

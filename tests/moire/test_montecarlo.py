@@ -106,7 +106,7 @@ def test_random_and_continued_starts():
 
 def test_periodic_coulomb_pair_energy_near_contact():
     """The free-energy anchor's fluid samples pairs far inside one neighbour distance at small Γ: the
-    pair energy there (0.002–0.3 a, any direction) against the independent Ewald sum of the two-site
+    pair energy there (0.002–0.7 a, any direction) against the independent Ewald sum of the two-site
     cell, to 2e-6 of the Coulomb scale c/a (the short part is erfc in closed form at every distance;
     only the smooth long-range part is a bicubic table)."""
     from moire_cli import ewald
