@@ -8,6 +8,7 @@ being imported ends with one line (exit 130) instead of a KeyboardInterrupt trac
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 # import name -> distribution name (those of the `alter` extra in pyproject.toml)
@@ -35,6 +36,28 @@ def _error(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
+def _exit_interrupted(echo: bool, code: int = 130) -> None:
+    """Exit 130 after Ctrl-C (143 after SIGTERM), and really that code.
+
+    CPython 3.11 keeps a process-wide "unhandled KeyboardInterrupt" flag that is set when the
+    interrupt passes through code run by PyRun_* (as some extensions do while they are imported)
+    and that catching the exception later does not clear; at exit the interpreter then re-raises
+    SIGINT on itself and the shell sees -2 instead of our 130. So: flush logs and stdio, and leave
+    through os._exit, which the flag cannot reach.
+    """
+    if echo:
+        sys.stderr.write("alter: interrupted\n")
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing left to save
+            pass
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; a usage error (missing argument, unknown option) is one line
     `alter: error: …` with exit code 2."""
@@ -44,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from .cli import app
     except KeyboardInterrupt:
-        _error("interrupted", 130)
+        _exit_interrupted(echo=True)
     except ImportError as exc:  # a broken install of one of the extra's packages
         _error(f"error: cannot import {exc.name or 'a dependency'} ({exc.__class__.__name__}); {INSTALL_HINT}", 2)
     import typer.main
@@ -54,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cmd.main(args=sys.argv[1:] if argv is None else argv, prog_name="alter", standalone_mode=False)
     except KeyboardInterrupt:
-        _error("interrupted", 130)
+        _exit_interrupted(echo=True)
     except Exception as exc:  # noqa: BLE001 - only click's usage errors are handled here
         if not any(c.__name__ == "UsageError" for c in type(exc).__mro__):
             raise
@@ -63,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         _error(f"error: {exc.format_message()}{where}", 2)
+    if code in (130, 143):  # a command that caught Ctrl-C / SIGTERM itself and said so (cli.interrupted)
+        _exit_interrupted(echo=False, code=code)
     sys.exit(code if isinstance(code, int) else 0)
 
 
