@@ -14,6 +14,7 @@ over experts. Task ids reach the layers through `task_context` (no model.forward
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -49,14 +50,25 @@ class GateNetwork(nn.Module):
 
     W₂ starts at zero with bias (init_bias, 0, …, 0), so in every mode g starts as the same constant
     softmax of that bias for every task: init_bias > 0 favours the task path o₀.
+
+    logit_cap c (optional): the token part z = W₂ ReLU(W₁ …) is soft-capped to c·tanh(z/c) ∈ (−c, c)
+    before the task bias b_t is added (logit soft-capping as in Gemma 2, arXiv:2408.00118 §2). The
+    token part alone then cannot saturate the softmax (each g_j ≥ e^{−2c}/(M+1) without a bias), so
+    the gate keeps a gradient, and b_t, which is not capped, can always outvote the tokens: with it
+    the per-task gates can differ even when the token gate would otherwise harden onto one path.
+    At the start g = softmax(c·tanh(init_bias/c), 0, …, 0). Not for "task_only" (no token part).
     """
 
     def __init__(self, num_paths: int, d_model: int, hidden: int, init_bias: float, num_tasks: int = 1,
-                 task: str = "none"):
+                 task: str = "none", logit_cap: float | None = None):
         super().__init__()
         if task not in GATE_TASK_MODES:
             raise ValueError(f"gate task mode must be one of {', '.join(GATE_TASK_MODES)}, got {task!r}")
-        self.num_paths, self.task_mode = num_paths, task
+        if logit_cap is not None and not (logit_cap > 0 and math.isfinite(logit_cap)):
+            raise ValueError(f"gate logit cap must be a positive finite number, got {logit_cap!r}")
+        if logit_cap is not None and task == "task_only":
+            raise ValueError("a gate logit cap caps the token part of the gate; gate task mode 'task_only' has none")
+        self.num_paths, self.task_mode, self.logit_cap = num_paths, task, logit_cap
         if task == "task_only":
             logits = torch.zeros(num_tasks, num_paths)
             logits[:, 0] = float(init_bias)
@@ -92,6 +104,8 @@ class GateNetwork(nn.Module):
             e = per_sample(self.task_embedding[task_ids].to(inp.dtype)).expand(*lead, self.task_embedding.shape[-1])
             inp = torch.cat([inp, e], dim=-1)
         logits = self.w2(F.relu(self.w1(inp)))
+        if self.logit_cap is not None:
+            logits = self.logit_cap * torch.tanh(logits / self.logit_cap)
         if self.task_mode == "bias":
             logits = logits + per_sample(self.task_bias[task_ids].to(logits.dtype))
         return torch.softmax(logits, dim=-1)
@@ -207,6 +221,7 @@ class MTALayer(nn.Module):
         activation: str | None = None,
         combine: str = "convex",
         task: str = "none",
+        logit_cap: float | None = None,
     ) -> None:
         """Add M shared bottleneck experts (zero-initialised up-projections) and the gate network.
 
@@ -224,8 +239,9 @@ class MTALayer(nn.Module):
         task: how the gate sees the sample's task — "none" (spec), "bias", "embedding", "task_only"
           (`GateNetwork`). Every mode starts at the same gate for every task, so with "residual"
           the layer starts exactly at the stage-1 output in every mode.
-        Raises ValueError for M < 1, an unknown gate mode, combine or task mode, or when shared
-        experts already exist.
+        logit_cap: soft cap c of the gate's token logits (`GateNetwork`; None: no cap).
+        Raises ValueError for M < 1, an unknown gate mode, combine or task mode, a cap that is not
+        positive and finite or given with task "task_only", or when shared experts already exist.
         """
         if num_shared < 1:
             raise ValueError(f"num_shared must be >= 1, got {num_shared}")
@@ -237,7 +253,8 @@ class MTALayer(nn.Module):
             raise ValueError("shared experts already added")
         dev = self.selector.device
         self.shared = BottleneckExperts(num_shared, self.d_model, rank or self.rank, activation or self.activation).to(dev)
-        self.gate_net = GateNetwork(num_shared + 1, self.d_model, hidden, init_bias, self.num_tasks, task).to(dev)
+        self.gate_net = GateNetwork(num_shared + 1, self.d_model, hidden, init_bias, self.num_tasks, task,
+                                    logit_cap).to(dev)
         self.gate_mode = gate
         self.gate_combine = combine
         self.gate_task = task

@@ -28,10 +28,12 @@ stage1() {  # $1 kind, $2 learning rate, $3 seed
         --set "mta.selector_learning_rate=$($PY -c "print(5 * $2)")" "${extra[@]}" --overwrite
     touch "$ROOT/$name/.done"
 }
-stage2() {  # $1 kind, $2 learning rate, $3 gate_task (task_only: gate logits at 5x the rate), $4 seed
-    local name s1 extra=()
+stage2() {  # $1 kind, $2 learning rate, $3 gate_task (task_only: gate logits at 5x the rate), $4 seed,
+            # $5 (optional) mta.gate_logit_cap, named -cap$5
+    local name s1 extra=() cap=""
     if [ "$3" = task_only ]; then extra=(--set "mta.gate_learning_rate=$($PY -c "print(5 * $2)")"); fi
-    s1="stage1-$1$(sfx "$2")-seed$4"; name="stage2-$1$(sfx "$2")-$3-seed$4"
+    if [ -n "${5:-}" ]; then extra+=(--set "mta.gate_logit_cap=$5"); cap="-cap$5"; fi
+    s1="stage1-$1$(sfx "$2")-seed$4"; name="stage2-$1$(sfx "$2")-$3$cap-seed$4"
     [ -e "$ROOT/$name/.done" ] && return 0
     log "stage 2 $1 lr $2 gate_task=$3 seed $4"
     $ALTER train-stage2 $STAGE2 --out "$ROOT/$name" "${data[@]}" --set "stage1=$R/$s1" \

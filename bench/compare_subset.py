@@ -9,6 +9,11 @@ every task, so the 150 articles no run had scored before can be reported on thei
     python bench/compare_subset.py runs/compare/eval --start 50            # the 150 new articles
     python bench/compare_subset.py runs/compare/eval --stop 50             # the first run's 50
 
+`--with DIR` (repeatable) adds the sources of another `alter eval` of the same examples, after those
+of the first folder, so a method scored later (bench/compare_gate_cap.sh) is compared, paired, with
+predictions written earlier without scoring those again. The examples must be the same, in the same
+order (task, input and target of every record); a label present in two folders is refused.
+
 Prints the mean ± std over seeds per method and the first method minus each other one with the
 95 % paired bootstrap (`alter_cli.compare.seed_rows` / `seed_difference_rows`, the functions behind
 seeds.csv and seeds_ci.csv). Sources: every sub-folder with predictions.jsonl, the first one as in
@@ -54,19 +59,39 @@ def load(eval_dir: Path, start: int, stop: int | None) -> dict[str, SimpleNamesp
     return out
 
 
+def join(first: dict[str, SimpleNamespace], other: dict[str, SimpleNamespace], where: Path) -> None:
+    """Add the sources of `other` (from folder `where`) to `first`, in place. Raises ValueError when a
+    label is in both or when `other` scored other examples (task, input, target) than `first`."""
+    def keys(res: SimpleNamespace) -> list[tuple]:
+        return [(r["task"], r.get("input"), r.get("target")) for r in res.records]
+
+    ref = keys(next(iter(first.values())))
+    for label, res in other.items():
+        if label in first:
+            raise ValueError(f"source {label!r} of {where} is already in the comparison")
+        if keys(res) != ref:
+            raise ValueError(f"{where / label}: scored other examples than the first folder (not the same split)")
+        first[label] = res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("eval_dir", type=Path)
     ap.add_argument("--start", type=int, default=0, help="first position within each task (0-based)")
     ap.add_argument("--stop", type=int, default=None, help="one past the last position (default: all)")
+    ap.add_argument("--with", dest="others", type=Path, action="append", default=[],
+                    help="another eval folder of the same examples whose sources are added (repeatable)")
     args = ap.parse_args(argv)
     try:
         results = load(args.eval_dir, args.start, args.stop)
+        for other in args.others:
+            join(results, load(other, args.start, args.stop), other)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n = Counter(r["task"] for r in next(iter(results.values())).records)
-    print(f"# {args.eval_dir}, task positions [{args.start}, {args.stop if args.stop is not None else 'end'}): "
+    joined = "".join(f" + {o}" for o in args.others)
+    print(f"# {args.eval_dir}{joined}, task positions [{args.start}, {args.stop if args.stop is not None else 'end'}): "
           + ", ".join(f"{t} {k}" for t, k in n.items()))
     print("| method | task | mean | std over seeds | 95 % bootstrap |")
     print("|---|---|---:|---:|---|")

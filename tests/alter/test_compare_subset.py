@@ -65,3 +65,26 @@ def test_missing_folder_and_empty_slice_exit_2(tmp_path: Path, capsys) -> None:
     assert "no examples" in capsys.readouterr().err
     assert mod.main([str(tmp_path / "eval"), "--stop", "1"]) == 0
     assert "| x − y | a | +1.000 |" in capsys.readouterr().out
+
+
+def test_with_joins_a_later_eval_of_the_same_examples(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    new = {lab: {t: list(rng.integers(0, 2, 8).astype(float)) for t in ("a", "b")} for lab in ("cap-seed1", "cap-seed2")}
+    old = {lab: {t: list(rng.integers(0, 2, 8).astype(float)) for t in ("a", "b")} for lab in ("mta-seed1", "mta-seed2")}
+    _write(tmp_path / "new", new)
+    _write(tmp_path / "old", old)
+    mod = _module()
+    res = mod.load(tmp_path / "new", 0, None)
+    mod.join(res, mod.load(tmp_path / "old", 0, None), tmp_path / "old")
+    assert list(res) == ["cap-seed1", "cap-seed2", "mta-seed1", "mta-seed2"]  # the first folder's first
+    rows = {(r["versus"], r["task"]): r for r in mod.seed_difference_rows(res)}
+    want = np.mean([np.mean(new[f"cap-seed{s}"]["b"]) - np.mean(old[f"mta-seed{s}"]["b"]) for s in (1, 2)])
+    assert rows[("mta", "b")]["difference"] == pytest.approx(want, abs=1e-12)
+    assert mod.main([str(tmp_path / "new"), "--with", str(tmp_path / "old")]) == 0
+    assert "+ " + str(tmp_path / "old") in capsys.readouterr().out
+    # the same folder twice: its labels collide; another split: refused
+    assert mod.main([str(tmp_path / "new"), "--with", str(tmp_path / "new")]) == 2
+    assert "already in the comparison" in capsys.readouterr().err
+    _write(tmp_path / "short", {"mta-seed3": {"a": [1.0] * 8, "b": [1.0] * 7}})
+    assert mod.main([str(tmp_path / "new"), "--with", str(tmp_path / "short")]) == 2
+    assert "other examples" in capsys.readouterr().err

@@ -1,16 +1,17 @@
 """Expert kinds (HydraLoRA, the faster LoRA mixture), the task-aware stage-2 gate, selector learning rate."""
 
+import math
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from alter_cli.config import MTAConfig
+from alter_cli.config import MTAConfig, Stage2MTAConfig
 from alter_cli.data import TaskRegistry, TaskSpec
 from alter_cli.experts import FFNWeights, HydraLoRAExperts, LoRAExperts
 from alter_cli.inject import attach_mta, optimizer_param_groups, set_trainable
-from alter_cli.mta import MTALayer, alpha_per_task, task_context
+from alter_cli.mta import GateNetwork, MTALayer, alpha_per_task, task_context
 from alter_cli.train import build_stage1, run_training
 
 from .conftest import make_model
@@ -162,13 +163,58 @@ def test_task_aware_gate_starts_exactly_at_stage1(task, gate):
     torch.testing.assert_close(g[..., 0], torch.full(g.shape[:-1], float(e / (e + 2))))  # same for every task
 
 
-def _train_two_task_toy(task: str, steps: int = 250):
+def test_capped_gate_starts_exactly_at_stage1_with_the_capped_bias():
+    layer = _stage1_layer(T=3, E=3)
+    x, ids = torch.randn(3, 5, 8), torch.tensor([0, 2, 1])
+    with torch.no_grad(), task_context(layer, ids):
+        stage1 = layer(x)
+    layer.add_shared_experts(2, hidden=16, init_bias=0.5, combine="residual", task="bias", logit_cap=0.3)
+    with torch.no_grad(), task_context(layer, ids):
+        assert torch.equal(layer(x), stage1)
+    e = math.exp(0.3 * math.tanh(0.5 / 0.3))  # g₀ = softmax(c·tanh(b/c), 0, 0)₀
+    torch.testing.assert_close(layer.last_gate[..., 0], torch.full((3, 5), e / (e + 2)))
+
+
+def _saturated_gate(cap: float | None):
+    """A 3-path bias gate whose token logits are huge (|z| ~ 1e3): the uncapped softmax is one-hot."""
+    torch.manual_seed(1)
+    gate = GateNetwork(3, 8, 16, 0.0, num_tasks=2, task="bias", logit_cap=cap)
+    torch.nn.init.normal_(gate.w2.weight, std=1e3)
+    paths = torch.randn(4, 6, 3, 8)
+    g = gate(paths, torch.tensor([0, 1, 0, 1]))
+    g[..., 1].sum().backward()  # any loss of the gate weights
+    return g.detach(), gate.task_bias.grad.abs().max().item()
+
+
+def test_gate_logit_cap_bounds_the_gate_and_keeps_the_task_bias_gradient():
+    g, grad = _saturated_gate(None)
+    assert g.min() < 1e-6 and grad < 1e-6  # hardened: the per-task bias learns nothing
+    c = 1.0
+    g, grad = _saturated_gate(c)
+    # token logits in (−c, c), zero task bias: g_j ≥ e^{−c} / (e^{−c} + 2 e^{c}) = 1 / (1 + 2 e^{2c})
+    assert g.min() >= 1 / (1 + 2 * math.exp(2 * c)) and g.max() <= 1 / (1 + 2 * math.exp(-2 * c))
+    assert grad > 1e-2
+    torch.testing.assert_close(g.sum(-1), torch.ones(4, 6))
+
+
+def test_gate_logit_cap_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="task_only"):
+        GateNetwork(3, 8, 16, 0.0, num_tasks=2, task="task_only", logit_cap=1.0)
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="positive finite"):
+            GateNetwork(3, 8, 16, 0.0, num_tasks=2, task="bias", logit_cap=bad)
+    with pytest.raises(ValueError, match="task_only has none"):
+        Stage2MTAConfig(gate_task="task_only", gate_logit_cap=2.0)
+    assert Stage2MTAConfig(gate_logit_cap=2.0).gate_logit_cap == 2.0
+
+
+def _train_two_task_toy(task: str, steps: int = 250, logit_cap: float | None = None):
     """Two tasks read the same inputs and need opposite outputs (+c for task 0, −c for task 1); the
     stage-1 experts output 0 for both, so only the task can tell the gate which shared expert to use."""
     torch.manual_seed(0)
     d = 8
     layer = MTALayer(d, 2, 2, [[0], [1]], rank=4)  # zero-initialised experts: o₀ = 0 for both tasks
-    layer.add_shared_experts(2, hidden=16, init_bias=0.0, combine="residual", task=task)
+    layer.add_shared_experts(2, hidden=16, init_bias=0.0, combine="residual", task=task, logit_cap=logit_cap)
     layer.experts.requires_grad_(False)
     layer.selector.requires_grad_(False)
     opt = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=3e-2)
@@ -188,9 +234,9 @@ def _train_two_task_toy(task: str, steps: int = 250):
     return final, g[:16].mean(0), g[16:].mean(0), float(c.pow(2).mean())
 
 
-@pytest.mark.parametrize("task", ["bias", "embedding", "task_only"])
-def test_task_aware_gate_learns_different_gates_for_opposite_tasks(task):
-    loss, g0, g1, chance = _train_two_task_toy(task)
+@pytest.mark.parametrize("task,cap", [("bias", None), ("embedding", None), ("task_only", None), ("bias", 1.0)])
+def test_task_aware_gate_learns_different_gates_for_opposite_tasks(task, cap):
+    loss, g0, g1, chance = _train_two_task_toy(task, logit_cap=cap)
     assert loss < 0.1 * chance  # both tasks fitted (a task-blind layer cannot go below `chance`)
     assert float((g0 - g1).abs().max()) > 0.3, (g0, g1)
 
