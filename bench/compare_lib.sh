@@ -41,12 +41,13 @@ stage2() {  # $1 kind, $2 learning rate, $3 gate_task (task_only: gate logits at
         --set train.learning_rate="$2" "${extra[@]}" --overwrite
     touch "$ROOT/$name/.done"
 }
-lora() {  # $1 learning rate, $2 seed
-    local name="lora-lr$1-seed$2"
+lora() {  # $1 learning rate, $2 seed, $3 (optional) lora.rank, named -r$3 (default: matched to stage 1)
+    local name="lora-lr$1${3:+-r$3}-seed$2" extra=()
+    [ -z "${3:-}" ] || extra=(--set "lora.rank=$3")
     [ -e "$ROOT/$name/.done" ] && return 0
-    log "LoRA baseline lr $1 seed $2"
+    log "LoRA baseline lr $1 seed $2${3:+ rank $3}"
     $ALTER train-baseline $TRAIN --out "$ROOT/$name" "${data[@]}" --set train.seed="$2" \
-        --set train.max_steps=$((S1 + S2)) --set train.learning_rate="$1" --overwrite
+        --set train.max_steps=$((S1 + S2)) --set train.learning_rate="$1" "${extra[@]}" --overwrite
     touch "$ROOT/$name/.done"
 }
 lora_per_task() {  # $1 learning rate, $2 seed, $3 steps per task
