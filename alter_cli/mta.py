@@ -53,7 +53,7 @@ class GateNetwork(nn.Module):
 
     logit_cap c (optional): the token part z = W₂ ReLU(W₁ …) is soft-capped to c·tanh(z/c) ∈ (−c, c)
     before the task bias b_t is added (logit soft-capping as in Gemma 2, arXiv:2408.00118 §2). The
-    token part alone then cannot saturate the softmax (each g_j ≥ e^{−2c}/(M+1) without a bias), so
+    token part alone then cannot saturate the softmax (each g_j ≥ 1/(1 + M e^{2c}) without a bias), so
     the gate keeps a gradient, and b_t, which is not capped, can always outvote the tokens: with it
     the per-task gates can differ even when the token gate would otherwise harden onto one path.
     At the start g = softmax(c·tanh(init_bias/c), 0, …, 0). Not for "task_only" (no token part).
