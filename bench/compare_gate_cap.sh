@@ -77,7 +77,7 @@ score() {  # $1 out folder, $2 examples
     [ -e "$1/.done" ] && return 0
     log "test: $1"
     $ALTER eval $EVAL --out "$1" --set "checkpoint=$R/stage2-cap-seed$first_seed" --set "compare=[${list%, }]" \
-        --set "data.eval=$PWD/$2" --overwrite
+        --set "data.eval=$(abspath "$2")" --overwrite
     touch "$1/.done"
 }
 score "$ROOT/eval-cap" "$D/test.jsonl"

@@ -3,14 +3,15 @@
 # folder), S1 / S2 (stage-1 / stage-2 steps; the LoRA baselines get S1 + S2) and LR0 (the learning
 # rate whose run names carry no -lr suffix). Every run writes a .done marker when it has finished and
 # is skipped when the marker is there, so an interrupted comparison resumes where it stopped.
-R=$PWD/$ROOT
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }  # ROOT may be absolute
+R=$(abspath "$ROOT")
 mkdir -p "$ROOT"
 log() { echo "== $(date -u +%H:%M:%S) $*"; }
-data=(--set "data.train=$PWD/$D/train.jsonl")
+data=(--set "data.train=$(abspath "$D")/train.jsonl")
 
 # evaluate on the validation split: $1 = out folder, $2 = first checkpoint, $3 = compare list (YAML)
 val() { [ -e "$1/.done" ] && return 0; $ALTER eval $EVAL --out "$1" --set "checkpoint=$2" --set "compare=$3" \
-    --set "data.eval=$PWD/$D/validation.jsonl" --overwrite; touch "$1/.done"; }
+    --set "data.eval=$(abspath "$D")/validation.jsonl" --overwrite; touch "$1/.done"; }
 macro() { $PY -c "import csv,sys; r={x['task']:x for x in csv.DictReader(open(sys.argv[1]))}; \
 print(r['macro_average'][sys.argv[2]])" "$1/comparison.csv" "$2"; }
 pick() { $PY -c "import sys; print(sys.argv[3] if float(sys.argv[1]) >= float(sys.argv[2]) else sys.argv[4])" "$@"; }
@@ -74,5 +75,5 @@ test_eval() {
     list+="$R/lora-per-task, zero-shot"
     log "test split"
     $ALTER eval $EVAL --out "$ROOT/eval" --set "checkpoint=$R/stage2-seed$first" --set "compare=[$list]" \
-        --set "data.eval=$PWD/$D/test.jsonl" --overwrite
+        --set "data.eval=$(abspath "$D")/test.jsonl" --overwrite
 }
