@@ -30,16 +30,16 @@ stage1() {  # $1 kind, $2 learning rate, $3 seed
     touch "$ROOT/$name/.done"
 }
 stage2() {  # $1 kind, $2 learning rate, $3 gate_task (task_only: gate logits at 5x the rate), $4 seed,
-            # $5 (optional) mta.gate_logit_cap, named -cap$5
-    local name s1 extra=() cap=""
-    if [ "$3" = task_only ]; then extra=(--set "mta.gate_learning_rate=$($PY -c "print(5 * $2)")"); fi
-    if [ -n "${5:-}" ]; then extra+=(--set "mta.gate_logit_cap=$5"); cap="-cap$5"; fi
-    s1="stage1-$1$(sfx "$2")-seed$4"; name="stage2-$1$(sfx "$2")-$3$cap-seed$4"
+            # then optionally $5 a variant name (run named -$5) and $6... its "key=value" overrides
+    local name s1 extra=() var="" kind=$1 lr=$2 gate=$3 seed=$4
+    if [ "$gate" = task_only ]; then extra=(--set "mta.gate_learning_rate=$($PY -c "print(5 * $lr)")"); fi
+    if [ $# -ge 5 ]; then var="-$5"; shift 5; for kv in "$@"; do extra+=(--set "$kv"); done; fi
+    s1="stage1-$kind$(sfx "$lr")-seed$seed"; name="stage2-$kind$(sfx "$lr")-$gate$var-seed$seed"
     [ -e "$ROOT/$name/.done" ] && return 0
-    log "stage 2 $1 lr $2 gate_task=$3 seed $4"
+    log "stage 2 $kind lr $lr gate_task=$gate${var:+ variant ${var#-}} seed $seed"
     $ALTER train-stage2 $STAGE2 --out "$ROOT/$name" "${data[@]}" --set "stage1=$R/$s1" \
-        --set mta.gate_task="$3" --set train.seed="$4" --set train.max_steps="$S2" \
-        --set train.learning_rate="$2" "${extra[@]}" --overwrite
+        --set mta.gate_task="$gate" --set train.seed="$seed" --set train.max_steps="$S2" \
+        --set train.learning_rate="$lr" "${extra[@]}" --overwrite
     touch "$ROOT/$name/.done"
 }
 lora() {  # $1 learning rate, $2 seed, $3 (optional) lora.rank, named -r$3 (default: matched to stage 1)

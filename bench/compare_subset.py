@@ -10,9 +10,10 @@ every task, so the 150 articles no run had scored before can be reported on thei
     python bench/compare_subset.py runs/compare/eval --stop 50             # the first run's 50
 
 `--with DIR` (repeatable) adds the sources of another `alter eval` of the same examples, after those
-of the first folder, so a method scored later (bench/compare_gate_cap.sh) is compared, paired, with
-predictions written earlier without scoring those again. The examples must be the same, in the same
-order (task, input and target of every record); a label present in two folders is refused.
+of the first folder, so a method scored later (bench/compare_stage2_variants.sh,
+compare_lora_total.sh) is compared, paired, with predictions written earlier without scoring those
+again. The examples must be the same, in the same order (task, input and target of every record);
+a label present in two folders is refused.
 
 Prints the mean ± std over seeds per method and the first method minus each other one with the
 95 % paired bootstrap (`alter_cli.compare.seed_rows` / `seed_difference_rows`, the functions behind
