@@ -179,7 +179,7 @@ class MTAConfig(_Strict):
     lora_alpha: LoRA scale s = lora_alpha / rank of the `lora` / `hydra_lora` experts (null: s = 1).
     selector_learning_rate: learning rate of the stage-1 selector logits (null: train.learning_rate).
     Stage-2 fields (num_shared_experts, gate, gate_hidden, gate_init_bias, gate_combine, gate_task,
-    gate_logit_cap, gate_learning_rate) are used by stage 2 only.
+    gate_logit_cap, gate_input, gate_learning_rate) are used by stage 2 only.
     """
 
     expert: Literal["bottleneck", "ffn_copy", "lora", "hydra_lora"] = "bottleneck"
@@ -203,6 +203,7 @@ class MTAConfig(_Strict):
     gate_combine: Literal["convex", "residual"] = "convex"
     gate_task: Literal["none", "bias", "embedding", "task_only"] = "none"
     gate_logit_cap: float | None = Field(None, gt=0, le=1e3)
+    gate_input: Literal["paths", "hidden"] = "paths"
     gate_learning_rate: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
@@ -347,6 +348,9 @@ class Stage2MTAConfig(_Strict):
     gate_logit_cap: soft cap c > 0 of the gate's token logits, c·tanh(z/c), with the task bias added
     after it (null: no cap; `GateNetwork`). Keeps the token gate from hardening onto one path, so the
     gate and its per-task bias keep a gradient. Not with `gate_task: task_only` (no token logits).
+    gate_input: what the gate's W₁ reads — `paths` (default, spec: [o₀; o₁; …; o_M], (M+1)·d inputs)
+    or `hidden` (the layer input x, d inputs: (M+1)× fewer gate weights, and a normalised input;
+    the router of sparse mixtures of experts). `alter_cli.mta.GateNetwork`.
     gate_learning_rate: learning rate of the gate network (null: train.learning_rate).
     """
 
@@ -357,6 +361,7 @@ class Stage2MTAConfig(_Strict):
     gate_combine: Literal["convex", "residual"] = "convex"
     gate_task: Literal["none", "bias", "embedding", "task_only"] = "bias"
     gate_logit_cap: float | None = Field(None, gt=0, le=1e3)
+    gate_input: Literal["paths", "hidden"] = "paths"
     gate_learning_rate: float | None = Field(None, gt=0)
     gate_regularizer: Literal["none", "load_balancing", "entropy"] = "none"
     gate_regularizer_weight: float = Field(0.01, ge=0, le=1e6)
@@ -365,6 +370,8 @@ class Stage2MTAConfig(_Strict):
     def _cap_needs_token_logits(self) -> Stage2MTAConfig:
         if self.gate_logit_cap is not None and self.gate_task == "task_only":
             raise ValueError("mta.gate_logit_cap caps the gate's token logits; mta.gate_task: task_only has none")
+        if self.gate_input == "hidden" and self.gate_task == "task_only":
+            raise ValueError("mta.gate_input: hidden feeds the gate's token part; mta.gate_task: task_only has none")
         return self
 
 

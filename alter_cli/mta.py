@@ -7,6 +7,7 @@ FFN reads, shape (N, ..., d)):
     α_t = softmax(w_t / τ) ∈ R^E,   o₀ = Σ_k α_{t,k} E_k(x)                        (selector mixture)
 Stage 2 (after `add_shared_experts`):
     o_j = S_j(x), g = softmax(W₂ ReLU(W₁ [o₀; o₁; …; o_M])) ∈ R^{M+1},  y = g₀ o₀ + Σ_j g_j o_j
+    (options: the gate may read x instead of the paths, see the task, be capped; `GateNetwork`)
 All E (or M) experts run as one batched tensor operation on stacked weights; there is no Python loop
 over experts. Task ids reach the layers through `task_context` (no model.forward kwargs).
 """
@@ -34,6 +35,7 @@ from .experts import (  # noqa: F401  (re-exported: the expert kinds live in exp
 )
 
 GATE_TASK_MODES = ("none", "bias", "embedding", "task_only")
+GATE_INPUTS = ("paths", "hidden")
 
 
 class GateNetwork(nn.Module):
@@ -51,6 +53,13 @@ class GateNetwork(nn.Module):
     W₂ starts at zero with bias (init_bias, 0, …, 0), so in every mode g starts as the same constant
     softmax of that bias for every task: init_bias > 0 favours the task path o₀.
 
+    inputs: what W₁ reads — "paths" (spec): the path outputs [o₀; …; o_M], W₁ ∈ R^{hidden×(M+1)d};
+    "hidden": the layer's input x ∈ R^d (the normalised hidden state the FFN reads), W₁ ∈
+    R^{hidden×d}, as the router of a sparse mixture of experts reads the token (Shazeer et al. 2017,
+    arXiv:1701.06538; Fedus et al. 2021, arXiv:2101.03961). "hidden" has (M+1)× fewer W₁ weights
+    and an input whose scale does not grow as the shared experts train (x is normalised), so the
+    gate cannot harden through the size of its input.
+
     logit_cap c (optional): the token part z = W₂ ReLU(W₁ …) is soft-capped to c·tanh(z/c) ∈ (−c, c)
     before the task bias b_t is added (logit soft-capping as in Gemma 2, arXiv:2408.00118 §2). The
     token part alone then cannot saturate the softmax (each g_j ≥ 1/(1 + M e^{2c}) without a bias), so
@@ -60,22 +69,27 @@ class GateNetwork(nn.Module):
     """
 
     def __init__(self, num_paths: int, d_model: int, hidden: int, init_bias: float, num_tasks: int = 1,
-                 task: str = "none", logit_cap: float | None = None):
+                 task: str = "none", logit_cap: float | None = None, inputs: str = "paths"):
         super().__init__()
+        if inputs not in GATE_INPUTS:
+            raise ValueError(f"gate inputs must be one of {', '.join(GATE_INPUTS)}, got {inputs!r}")
         if task not in GATE_TASK_MODES:
             raise ValueError(f"gate task mode must be one of {', '.join(GATE_TASK_MODES)}, got {task!r}")
         if logit_cap is not None and not (logit_cap > 0 and math.isfinite(logit_cap)):
             raise ValueError(f"gate logit cap must be a positive finite number, got {logit_cap!r}")
+        if inputs == "hidden" and task == "task_only":
+            raise ValueError("gate inputs 'hidden' feed the gate's token part; gate task mode 'task_only' has none")
         if logit_cap is not None and task == "task_only":
             raise ValueError("a gate logit cap caps the token part of the gate; gate task mode 'task_only' has none")
-        self.num_paths, self.task_mode, self.logit_cap = num_paths, task, logit_cap
+        self.num_paths, self.task_mode, self.logit_cap, self.inputs = num_paths, task, logit_cap, inputs
         if task == "task_only":
             logits = torch.zeros(num_tasks, num_paths)
             logits[:, 0] = float(init_bias)
             self.task_logits = nn.Parameter(logits)
             return
         extra = hidden if task == "embedding" else 0
-        self.w1 = nn.Linear(num_paths * d_model + extra, hidden)
+        width = num_paths * d_model if inputs == "paths" else d_model
+        self.w1 = nn.Linear(width + extra, hidden)
         self.w2 = nn.Linear(hidden, num_paths)
         nn.init.zeros_(self.w2.weight)
         with torch.no_grad():
@@ -86,12 +100,16 @@ class GateNetwork(nn.Module):
         elif task == "embedding":
             self.task_embedding = nn.Parameter(torch.randn(num_tasks, hidden))
 
-    def forward(self, paths: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """paths (N, ..., M+1, d), task_ids (N,) -> gate weights (N, ..., M+1), summing to 1.
-        Raises ValueError when a task-aware mode gets no task ids."""
+    def forward(self, paths: torch.Tensor, task_ids: torch.Tensor | None = None,
+                hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """paths (N, ..., M+1, d), task_ids (N,), hidden x (N, ..., d) (read with inputs "hidden")
+        -> gate weights (N, ..., M+1), summing to 1.
+        Raises ValueError when a task-aware mode gets no task ids or inputs "hidden" no hidden state."""
         lead = paths.shape[:-2]
         if self.task_mode != "none" and task_ids is None:
             raise ValueError(f"gate task mode {self.task_mode!r} needs the task ids")
+        if self.inputs == "hidden" and self.task_mode != "task_only" and hidden is None:
+            raise ValueError("gate inputs 'hidden' needs the layer input x")
 
         def per_sample(t: torch.Tensor) -> torch.Tensor:  # (N, k) -> (N, 1, …, 1, k) broadcastable over lead
             return t.reshape(t.shape[0], *([1] * (len(lead) - 1)), t.shape[-1])
@@ -99,7 +117,7 @@ class GateNetwork(nn.Module):
         if self.task_mode == "task_only":
             logits = per_sample(self.task_logits[task_ids]).expand(*lead, self.num_paths)
             return torch.softmax(logits.to(paths.dtype), dim=-1)
-        inp = paths.flatten(-2)
+        inp = paths.flatten(-2) if self.inputs == "paths" else hidden.to(paths.dtype)
         if self.task_mode == "embedding":
             e = per_sample(self.task_embedding[task_ids].to(inp.dtype)).expand(*lead, self.task_embedding.shape[-1])
             inp = torch.cat([inp, e], dim=-1)
@@ -222,6 +240,7 @@ class MTALayer(nn.Module):
         combine: str = "convex",
         task: str = "none",
         logit_cap: float | None = None,
+        inputs: str = "paths",
     ) -> None:
         """Add M shared bottleneck experts (zero-initialised up-projections) and the gate network.
 
@@ -240,7 +259,9 @@ class MTALayer(nn.Module):
           (`GateNetwork`). Every mode starts at the same gate for every task, so with "residual"
           the layer starts exactly at the stage-1 output in every mode.
         logit_cap: soft cap c of the gate's token logits (`GateNetwork`; None: no cap).
-        Raises ValueError for M < 1, an unknown gate mode, combine or task mode, a cap that is not
+        inputs: what the gate reads — "paths" (spec: [o₀; …; o_M]) or "hidden" (the layer input x);
+          `GateNetwork`.
+        Raises ValueError for M < 1, an unknown gate mode, combine, task mode or inputs, a cap that is not
         positive and finite or given with task "task_only", or when shared experts already exist.
         """
         if num_shared < 1:
@@ -254,16 +275,17 @@ class MTALayer(nn.Module):
         dev = self.selector.device
         self.shared = BottleneckExperts(num_shared, self.d_model, rank or self.rank, activation or self.activation).to(dev)
         self.gate_net = GateNetwork(num_shared + 1, self.d_model, hidden, init_bias, self.num_tasks, task,
-                                    logit_cap).to(dev)
+                                    logit_cap, inputs).to(dev)
         self.gate_mode = gate
         self.gate_combine = combine
         self.gate_task = task
 
-    def _gate(self, paths: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        """paths (N, ..., M+1, d), task_ids (N,) -> gate weights broadcastable to paths[..., :1]."""
+    def _gate(self, paths: torch.Tensor, task_ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """paths (N, ..., M+1, d), task_ids (N,), x (N, ..., d) the layer input -> gate weights
+        broadcastable to paths[..., :1]."""
         assert self.gate_net is not None
         if self.gate_mode == "token":
-            return self.gate_net(paths, task_ids)
+            return self.gate_net(paths, task_ids, x)
         key = id(self)
         routing = self._routing
         seq_dims = tuple(range(1, paths.dim() - 2))
@@ -271,14 +293,18 @@ class MTALayer(nn.Module):
             g = routing.pooled_gates[key]
             g = g.repeat_interleave(paths.shape[0] // g.shape[0], 0) if g.shape[0] != paths.shape[0] else g
         else:
-            g = self.gate_net(self._pool(paths, seq_dims) if seq_dims else paths, task_ids)
+            if seq_dims:
+                g = self.gate_net(self._pool(paths, seq_dims), task_ids, self._pool(x, seq_dims))
+            else:
+                g = self.gate_net(paths, task_ids, x)
             if routing is not None:
                 routing.pooled_gates[key] = g
         return g.reshape(g.shape[0], *([1] * len(seq_dims)), g.shape[-1])
 
     def _pool(self, paths: torch.Tensor, seq_dims: tuple[int, ...]) -> torch.Tensor:
-        """Mean of paths (N, L, M+1, d) over the real tokens of each sample (the model call's attention
-        mask, when this layer reads it and it fits), else over all positions -> (N, M+1, d)."""
+        """Mean of paths (N, L, M+1, d) (or of x (N, L, d)) over the real tokens of each sample (the
+        model call's attention mask, when this layer reads it and it fits), else over all positions
+        -> (N, M+1, d) (or (N, d))."""
         routing = self._routing
         mask = None
         if routing is not None and self.reads_attention_mask and len(seq_dims) == 1:
@@ -286,7 +312,8 @@ class MTALayer(nn.Module):
         if mask is None:
             return paths.mean(dim=seq_dims)
         w = mask.to(device=paths.device, dtype=paths.dtype)
-        return (paths * w[:, :, None, None]).sum(1) / w.sum(1).clamp_min(1.0)[:, None, None]
+        w = w.reshape(*w.shape, *([1] * (paths.dim() - 2)))
+        return (paths * w).sum(1) / w.sum(1).clamp_min(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._routing is None:
@@ -308,7 +335,7 @@ class MTALayer(nn.Module):
             return o0
         shared_out = self.shared.expert_outputs(x)  # o_j = S_j(x), (N, ..., M, d)
         paths = torch.cat([o0.unsqueeze(-2), shared_out.to(o0.dtype)], dim=-2)
-        g = self._gate(paths, task_ids)
+        g = self._gate(paths, task_ids, x)
         self.last_gate = g.detach()
         g = g.unsqueeze(-1).to(paths.dtype)
         if self.gate_combine == "residual":  # y = o₀ + Σ_{j≥1} g_j o_j

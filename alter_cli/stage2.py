@@ -22,7 +22,7 @@ from .mta import MTALayer
 from .train import ModelBundle
 
 STAGE2_MTA_FIELDS = ("num_shared_experts", "gate", "gate_hidden", "gate_init_bias", "gate_combine", "gate_task",
-                     "gate_logit_cap", "gate_learning_rate")
+                     "gate_logit_cap", "gate_input", "gate_learning_rate")
 
 
 def stage2_mta_config(stage1: MTAConfig, options: Stage2MTAConfig) -> MTAConfig:

@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from collections import Counter
 import sys
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 

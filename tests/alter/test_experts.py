@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from alter_cli.config import MTAConfig, Stage2MTAConfig
 from alter_cli.data import TaskRegistry, TaskSpec
@@ -145,15 +146,18 @@ def _stage1_layer(T=2, E=2, d=8):
     return layer
 
 
-@pytest.mark.parametrize("task", ["none", "bias", "embedding", "task_only"])
+@pytest.mark.parametrize("task,inputs", [("none", "paths"), ("bias", "paths"), ("embedding", "paths"),
+                                         ("task_only", "paths"), ("none", "hidden"), ("bias", "hidden"),
+                                         ("embedding", "hidden")])
 @pytest.mark.parametrize("gate", ["token", "pooled"])
-def test_task_aware_gate_starts_exactly_at_stage1(task, gate):
+def test_task_aware_gate_starts_exactly_at_stage1(task, inputs, gate):
     layer = _stage1_layer(T=3, E=3)
     x = torch.randn(3, 5, 8)
     ids = torch.tensor([0, 2, 1])
     with torch.no_grad(), task_context(layer, ids):
         stage1 = layer(x)
-    layer.add_shared_experts(2, gate=gate, hidden=16, init_bias=0.5, combine="residual", task=task)
+    layer.add_shared_experts(2, gate=gate, hidden=16, init_bias=0.5, combine="residual", task=task,
+                             inputs=inputs)
     with torch.no_grad(), task_context(layer, ids):
         stage2 = layer(x)
     assert torch.equal(stage2, stage1)
@@ -208,13 +212,14 @@ def test_gate_logit_cap_is_refused_where_it_means_nothing():
     assert Stage2MTAConfig(gate_logit_cap=2.0).gate_logit_cap == 2.0
 
 
-def _train_two_task_toy(task: str, steps: int = 250, logit_cap: float | None = None):
+def _train_two_task_toy(task: str, steps: int = 250, logit_cap: float | None = None, inputs: str = "paths"):
     """Two tasks read the same inputs and need opposite outputs (+c for task 0, −c for task 1); the
     stage-1 experts output 0 for both, so only the task can tell the gate which shared expert to use."""
     torch.manual_seed(0)
     d = 8
     layer = MTALayer(d, 2, 2, [[0], [1]], rank=4)  # zero-initialised experts: o₀ = 0 for both tasks
-    layer.add_shared_experts(2, hidden=16, init_bias=0.0, combine="residual", task=task, logit_cap=logit_cap)
+    layer.add_shared_experts(2, hidden=16, init_bias=0.0, combine="residual", task=task, logit_cap=logit_cap,
+                             inputs=inputs)
     layer.experts.requires_grad_(False)
     layer.selector.requires_grad_(False)
     opt = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=3e-2)
@@ -234,17 +239,62 @@ def _train_two_task_toy(task: str, steps: int = 250, logit_cap: float | None = N
     return final, g[:16].mean(0), g[16:].mean(0), float(c.pow(2).mean())
 
 
-@pytest.mark.parametrize("task,cap", [("bias", None), ("embedding", None), ("task_only", None), ("bias", 1.0)])
-def test_task_aware_gate_learns_different_gates_for_opposite_tasks(task, cap):
-    loss, g0, g1, chance = _train_two_task_toy(task, logit_cap=cap)
+@pytest.mark.parametrize("task,cap,inputs", [("bias", None, "paths"), ("embedding", None, "paths"),
+                                             ("task_only", None, "paths"), ("bias", 1.0, "paths"),
+                                             ("bias", None, "hidden"), ("embedding", None, "hidden")])
+def test_task_aware_gate_learns_different_gates_for_opposite_tasks(task, cap, inputs):
+    loss, g0, g1, chance = _train_two_task_toy(task, logit_cap=cap, inputs=inputs)
     assert loss < 0.1 * chance  # both tasks fitted (a task-blind layer cannot go below `chance`)
     assert float((g0 - g1).abs().max()) > 0.3, (g0, g1)
 
 
-def test_task_blind_gate_cannot_separate_the_toy_tasks():
-    loss, g0, g1, chance = _train_two_task_toy("none")
+@pytest.mark.parametrize("inputs", ["paths", "hidden"])
+def test_task_blind_gate_cannot_separate_the_toy_tasks(inputs):
+    loss, g0, g1, chance = _train_two_task_toy("none", inputs=inputs)
     torch.testing.assert_close(g0, g1)  # identical inputs and o₀: identical gates
     assert loss > 0.9 * chance  # the best task-blind answer is the mean of +c and −c, i.e. 0
+
+
+@pytest.mark.parametrize("gate", ["token", "pooled"])
+def test_hidden_gate_reads_the_layer_input_not_the_paths(gate):
+    """gate_input "hidden": W₁ reads x ∈ R^d (d·h + h weights instead of (M+1)·d·h + h), and the gate
+    is a function of x alone: changing the shared experts changes the paths but not g."""
+    layer = _stage1_layer(T=2, E=2)
+    layer.add_shared_experts(2, gate=gate, hidden=16, init_bias=0.0, combine="residual", task="bias",
+                             inputs="hidden")
+    assert layer.gate_net.inputs == "hidden" and tuple(layer.gate_net.w1.weight.shape) == (16, 8)
+    torch.manual_seed(3)
+    torch.nn.init.normal_(layer.gate_net.w2.weight, std=1.0)
+    x, ids = torch.randn(2, 5, 8), torch.tensor([0, 1])
+    with torch.no_grad(), task_context(layer, ids):
+        layer(x)
+        g = layer.last_gate.clone()
+        torch.nn.init.normal_(layer.shared.up, std=1.0)
+        torch.nn.init.normal_(layer.shared.down, std=1.0)
+        layer(x)
+        assert torch.equal(layer.last_gate, g)
+        if gate == "token":  # the same gate as GateNetwork on x directly
+            w1, w2, b = layer.gate_net.w1, layer.gate_net.w2, layer.gate_net.task_bias
+            ref = torch.softmax(w2(F.relu(w1(x))) + b[ids][:, None, :], dim=-1)
+            torch.testing.assert_close(g, ref)
+    paths_layer = _stage1_layer(T=2, E=2)
+    paths_layer.add_shared_experts(2, hidden=16, task="bias")
+    assert tuple(paths_layer.gate_net.w1.weight.shape) == (16, 3 * 8)
+
+
+def test_hidden_gate_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="task_only"):
+        GateNetwork(3, 8, 16, 0.0, num_tasks=2, task="task_only", inputs="hidden")
+    with pytest.raises(ValueError, match="gate inputs must be one of"):
+        GateNetwork(3, 8, 16, 0.0, inputs="x")
+    with pytest.raises(ValueError, match="task_only has none"):
+        Stage2MTAConfig(gate_task="task_only", gate_input="hidden")
+    with pytest.raises(ValueError):
+        Stage2MTAConfig(gate_input="tokens")
+    layer = _stage1_layer()
+    layer.add_shared_experts(1, task="bias", inputs="hidden")
+    with pytest.raises(ValueError, match="needs the layer input"):
+        layer.gate_net(torch.randn(2, 2, 8), torch.tensor([0, 1]))
 
 
 def test_task_aware_gate_requires_task_ids():

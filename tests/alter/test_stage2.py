@@ -213,10 +213,11 @@ def test_residual_gate_combine_starts_at_stage1_and_mixes_paths(stage1_ckpt):
     assert not torch.allclose(y, (g[..., None] * paths).sum(-2), atol=1e-4)  # not the convex mixture
 
 
-@pytest.mark.parametrize("cap", [None, 0.5])
-def test_residual_stage2_trains_saves_and_reloads(cap, stage1_ckpt, synthetic_jsonl, tmp_path):
+@pytest.mark.parametrize("cap,gate_input", [(None, "paths"), (0.5, "paths"), (None, "hidden")])
+def test_residual_stage2_trains_saves_and_reloads(cap, gate_input, stage1_ckpt, synthetic_jsonl, tmp_path):
     cfg = _stage2_cfg(stage1_ckpt, synthetic_jsonl,
-                      {"gate_combine": "residual", "gate_init_bias": 0.0, "gate_logit_cap": cap})
+                      {"gate_combine": "residual", "gate_init_bias": 0.0, "gate_logit_cap": cap,
+                       "gate_input": gate_input})
     wiring = Stage2Wiring(cfg)
     ex = _examples(synthetic_jsonl, load_checkpoint(stage1_ckpt).registry)
     run_training(cfg, 2, train_examples=ex, out_dir=tmp_path / "s2", setup_model=wiring.setup_model,
@@ -229,6 +230,8 @@ def test_residual_stage2_trains_saves_and_reloads(cap, stage1_ckpt, synthetic_js
     assert all(layer.gate_combine == "residual" for layer in mta_layers(ck.model))
     assert ck.mta_config.gate_logit_cap == cap
     assert all(layer.gate_net.logit_cap == cap for layer in mta_layers(ck.model))
+    assert ck.mta_config.gate_input == gate_input
+    assert all(layer.gate_net.inputs == gate_input for layer in mta_layers(ck.model))
     batch = _batch(ck.tokenizer, ck.registry)
     ids = batch.pop("task_ids")
     trained.eval()
