@@ -33,6 +33,8 @@ def _run(script: str, tmp_path: Path, **env) -> subprocess.CompletedProcess:
     ("compare_budget.sh", {"K": "1.5"}, "error: K must be a positive integer, got '1.5'"),
     ("compare_lora_total.sh", {"MIX": "squad"}, "error: MIX must be bbc or lexicon, got 'squad'"),
     ("compare_stage2_variants.sh", {"MIX": "squad"}, "error: MIX must be bbc or lexicon, got 'squad'"),
+    ("compare_gate_input.sh", {"MIX": "squad"}, "error: MIX must be bbc or lexicon, got 'squad'"),
+    ("compare_gate_input.sh", {"K": "x"}, "error: K must be a positive integer, got 'x'"),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, script, env, message):
     proc = _run(script, tmp_path, **env)
@@ -49,6 +51,14 @@ def test_budget_refuses_a_choices_file_without_a_choice(tmp_path):
     assert proc.stderr.splitlines()[-1] == (f"error: {choices} lacks one of expert, mta_learning_rate, "
                                             "lora_learning_rate, gate_task")
     assert not (tmp_path / "out" / "data").exists()
+
+
+def test_gate_input_needs_the_finished_comparison_runs(tmp_path):
+    proc = _run("compare_gate_input.sh", tmp_path, SEEDS="1")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"error: {tmp_path / 'out'} lacks the finished stage-1/stage-2 runs of seed 1 "
+                           "(run bench/compare_budget.sh first)\n")
+    assert list((tmp_path / "out").iterdir()) == []  # no stage-2 run was started
 
 
 def _lib(tmp_path: Path, root: str, body: str) -> str:
