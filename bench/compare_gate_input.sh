@@ -6,6 +6,8 @@
 # scores the shipped stage 2 and the variant of every seed (paired, the same examples). The test split
 # is not touched: a variant that wins here is scored on it by a separate, single run.
 #   MIX=lexicon (default) | bbc; K=2 (default); SEEDS="1 2 3"; ROOT as in compare_budget.sh.
+#   TRAIN_MISSING=1: build the data and train the missing stage-1 and shipped stage-2 runs first (the
+#   data, steps and choices of compare_budget.sh; no LoRA, no test split), e.g. MIX=bbc K=1 SEEDS=1.
 set -euo pipefail
 ALTER=${ALTER:-.venv/bin/alter}
 PY=${PY:-.venv/bin/python}
@@ -15,8 +17,10 @@ SEEDS=${SEEDS:-"1 2 3"}
 LR0=2.0e-3
 case "$K" in ''|*[!0-9]*|0) echo "error: K must be a positive integer, got '$K'" >&2; exit 2 ;; esac
 case "$MIX" in
-    bbc) ROOT=${ROOT:-runs/compare-${K}x}; CHOICES=${CHOICES:-docs/results/bbc/choices.txt} ;;
-    lexicon) ROOT=${ROOT:-runs/lexicon-${K}x}; CHOICES=${CHOICES:-docs/results/lexicon/choices.txt} ;;
+    bbc) ROOT=${ROOT:-runs/compare-${K}x}; CHOICES=${CHOICES:-docs/results/bbc/choices.txt}
+         DATA_ARGS=(--max-body-chars 300 --max-validation 30 --max-test 200) ;;
+    lexicon) ROOT=${ROOT:-runs/lexicon-${K}x}; CHOICES=${CHOICES:-docs/results/lexicon/choices.txt}
+         DATA_ARGS=(--max-body-chars 200 --max-train 400 --max-validation 20 --max-test 30) ;;
     *) echo "error: MIX must be bbc or lexicon, got '$MIX'" >&2; exit 2 ;;
 esac
 S1=${STAGE1_STEPS:-$((K * 80))}
@@ -29,6 +33,13 @@ D=$ROOT/data
 
 KIND=$(choice expert); LR=$(choice mta_learning_rate); GATE=$(choice gate_task)
 k=$KIND$(sfx "$LR")
+if [ "${TRAIN_MISSING:-0}" = 1 ]; then
+    if [ ! -e "$D/.done" ]; then
+        $ALTER data "$MIX" --config "configs/alter/$MIX-data.yaml" "${DATA_ARGS[@]}" --out "$D" --overwrite
+        touch "$D/.done"
+    fi
+    for s in $SEEDS; do stage1 "$KIND" "$LR" "$s"; stage2 "$KIND" "$LR" "$GATE" "$s"; done
+fi
 for s in $SEEDS; do
     [ -e "$ROOT/stage1-$k-seed$s/.done" ] && [ -e "$ROOT/stage2-$k-$GATE-seed$s/.done" ] || {
         echo "error: $ROOT lacks the finished stage-1/stage-2 runs of seed $s (run bench/compare_budget.sh first)" >&2
