@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,12 +54,20 @@ def fsdp_runs(tiny_llama_dir, synthetic_jsonl, tmp_path_factory) -> Path:
     spec.write_text(json.dumps({"stage1": s1, "stage2": s2, "out": str(root / "out"), "k": 1, "ub_steps": 2,
                                 "eval": str(root / "eval.jsonl")}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
-           "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_transformer_layer_cls_to_wrap",
-           "LlamaDecoderLayer", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(WORKER), str(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env, cwd=root)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    for attempt in (1, 2):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
+               "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_transformer_layer_cls_to_wrap",
+               "LlamaDecoderLayer", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(WORKER), str(spec)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env, cwd=root)
+        # One relaunch, only when a rank died by SIGABRT (a native abort; seen once in a full CI run on
+        # the 2-core machine, never in isolation): a Python exception (exit code 1) is never retried.
+        if proc.returncode == 0 or attempt == 2 or "(SIGABRT)" not in proc.stderr:
+            break
+        print(f"FSDP launch attempt {attempt} aborted (SIGABRT); relaunching once:\n{proc.stderr[-2000:]}")
+        shutil.rmtree(root / "out", ignore_errors=True)
+    head = "\n".join(line for line in proc.stderr.splitlines() if "[rank0]" in line)[-3000:]
+    assert proc.returncode == 0, head + "\n...\n" + proc.stderr[-4000:]
     assert "Warning" not in proc.stderr, proc.stderr[-4000:]  # e.g. FSDP2's view-output warning
     return root / "out"
 
