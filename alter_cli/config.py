@@ -343,14 +343,11 @@ class Stage2MTAConfig(_Strict):
     gate_task: how the gate sees the sample's task — `none` (the spec's gate over [o₀; …; o_M] only),
     `bias` (default: + a learned per-task logit bias), `embedding` (a learned task embedding joined
     to the gate input, MOELoRA arXiv:2310.18339) or `task_only` (g = softmax(b_t) from the task
-    alone, token-independent); `alter_cli.mta.GateNetwork`. Every mode starts with the same gate for
-    every task.
+    alone, token-independent); `alter_cli.mta.GateNetwork`. Every mode starts equal for every task.
     gate_logit_cap: soft cap c > 0 of the gate's token logits, c·tanh(z/c), with the task bias added
     after it (null: no cap; `GateNetwork`). Keeps the token gate from hardening onto one path, so the
-    gate and its per-task bias keep a gradient. Not with `gate_task: task_only` (no token logits).
-    gate_input: what the gate's W₁ reads — `paths` (default, spec: [o₀; o₁; …; o_M], (M+1)·d inputs)
-    or `hidden` (the layer input x, d inputs: (M+1)× fewer gate weights, and a normalised input;
-    the router of sparse mixtures of experts). `alter_cli.mta.GateNetwork`.
+    gate and its per-task bias keep a gradient. gate_input: the gate's W₁ reads `paths` (default,
+    spec: [o₀; …; o_M]) or `hidden` (x: (M+1)× fewer weights). Neither cap nor hidden with task_only.
     gate_learning_rate: learning rate of the gate network (null: train.learning_rate).
     """
 

@@ -108,7 +108,7 @@ class GateNetwork(nn.Module):
         lead = paths.shape[:-2]
         if self.task_mode != "none" and task_ids is None:
             raise ValueError(f"gate task mode {self.task_mode!r} needs the task ids")
-        if self.inputs == "hidden" and self.task_mode != "task_only" and hidden is None:
+        if self.inputs == "hidden" and hidden is None:  # (never with task_only: refused in __init__)
             raise ValueError("gate inputs 'hidden' needs the layer input x")
 
         def per_sample(t: torch.Tensor) -> torch.Tensor:  # (N, k) -> (N, 1, …, 1, k) broadcastable over lead
