@@ -21,20 +21,7 @@ K=${K:-2}
 SEEDS=${SEEDS:-"1 2 3"}
 JOBS=${JOBS:-1}
 LR0=2.0e-3
-case "$K" in ''|*[!0-9]*|0) echo "error: K must be a positive integer, got '$K'" >&2; exit 2 ;; esac
-case "$MIX" in
-    bbc) ROOT=${ROOT:-runs/compare-${K}x}; CHOICES=${CHOICES:-docs/results/bbc/choices.txt}
-         DATA_ARGS=(--max-body-chars 300 --max-validation 30 --max-test "${TEST_N:-200}") ;;
-    lexicon) ROOT=${ROOT:-runs/lexicon-${K}x}; CHOICES=${CHOICES:-docs/results/lexicon/choices.txt}
-         DATA_ARGS=(--max-body-chars 200 --max-train 400 --max-validation 20 --max-test "${TEST_N:-30}") ;;
-    *) echo "error: MIX must be bbc or lexicon, got '$MIX'" >&2; exit 2 ;;
-esac
-S1=${STAGE1_STEPS:-$((K * 80))}
-S2=${STAGE2_STEPS:-$((K * 40))}
-TRAIN=configs/alter/$MIX-compare-train.yaml
-STAGE2=configs/alter/$MIX-compare-stage2.yaml
-EVAL=configs/alter/$MIX-compare-eval.yaml
-D=$ROOT/data
+. "$(dirname "$0")/compare_mix.sh"
 first_seed=${SEEDS%% *}
 . "$(dirname "$0")/compare_lib.sh"
 

@@ -35,6 +35,10 @@ def _run(script: str, tmp_path: Path, **env) -> subprocess.CompletedProcess:
     ("compare_stage2_variants.sh", {"MIX": "squad"}, "error: MIX must be bbc or lexicon, got 'squad'"),
     ("compare_gate_input.sh", {"MIX": "squad"}, "error: MIX must be bbc or lexicon, got 'squad'"),
     ("compare_gate_input.sh", {"K": "x"}, "error: K must be a positive integer, got 'x'"),
+    ("compare_gate_input.sh", {"VARIANT": "hidden"},
+     "error: VARIANT must read name:key=value[,key=value], got 'hidden'"),
+    ("compare_gate_input.sh", {"VARIANT": "a/b:mta.gate=pooled"},
+     "error: VARIANT's name must be letters, digits, '.' or '_', got 'a/b'"),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, script, env, message):
     proc = _run(script, tmp_path, **env)
@@ -59,6 +63,47 @@ def test_gate_input_needs_the_finished_comparison_runs(tmp_path):
     assert proc.stderr == (f"error: {tmp_path / 'out'} lacks the finished stage-1/stage-2 runs of seed 1 "
                            "(run bench/compare_budget.sh first)\n")
     assert list((tmp_path / "out").iterdir()) == []  # no stage-2 run was started
+
+
+_FAKE_ALTER = """#!/usr/bin/env python3
+# records its arguments; an eval writes a comparison.csv with one macro average per compare source
+import os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(" ".join(args) + "\\n")
+out = args[args.index("--out") + 1]
+os.makedirs(out, exist_ok=True)
+if args[0] == "eval":
+    sets = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("--"))
+    names = [os.path.basename(sets["checkpoint"])]
+    names += [os.path.basename(x.strip()) for x in sets["compare"].strip("[]").split(",")]
+    with open(os.path.join(out, "comparison.csv"), "w") as f:
+        f.write("task,kind," + ",".join(names) + "\\n")
+        f.write("macro_average,," + ",".join(str(0.1 * (i + 1)) for i in range(len(names))) + "\\n")
+"""
+
+
+def test_gate_input_variant_overrides_reach_stage2_and_scale_with_the_learning_rate(tmp_path):
+    root = tmp_path / "out"
+    for run in ("stage1-hydra_lora-lr6.0e-3-seed1", "stage2-hydra_lora-lr6.0e-3-bias-seed1"):
+        (root / run).mkdir(parents=True)
+        (root / run / ".done").touch()
+    fake = tmp_path / "alter"
+    fake.write_text(_FAKE_ALTER)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.txt"
+    proc = _run("compare_gate_input.sh", tmp_path, SEEDS="1", ALTER=str(fake), PY="python3", FAKE_LOG=str(log),
+                VARIANT="glr10:mta.gate_input=hidden,mta.gate_learning_rate=10x")
+    assert proc.returncode == 0, proc.stderr
+    train, ev = log.read_text().splitlines()
+    assert train.startswith(f"train-stage2 configs/alter/lexicon-compare-stage2.yaml "
+                            f"--out {root}/stage2-hydra_lora-lr6.0e-3-bias-glr10-seed1 ")
+    assert f"stage1={root}/stage1-hydra_lora-lr6.0e-3-seed1" in train.split()
+    assert "mta.gate_input=hidden" in train.split() and "mta.gate_learning_rate=0.06" in train.split()
+    assert "train.max_steps=80" in train.split()  # K=2: 2 x 40 stage-2 steps
+    assert f"--out {root}/val-glr10 " in ev and f"data.eval={root}/data/validation.jsonl" in ev.split()
+    assert (root / "val-glr10" / "macro.txt").read_text().splitlines()[1:] == [
+        "shipped_seed1=0.1", "glr10_seed1=0.2"]
 
 
 def _lib(tmp_path: Path, root: str, body: str) -> str:
