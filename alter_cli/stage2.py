@@ -15,14 +15,13 @@ from typing import Any
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import MTAConfig, Stage2MTAConfig
+from .config import GateFields, MTAConfig, Stage2MTAConfig
 from .data import IGNORE_INDEX, TaskRegistry
 from .inject import add_shared_experts
 from .mta import MTALayer
 from .train import ModelBundle
 
-STAGE2_MTA_FIELDS = ("num_shared_experts", "gate", "gate_hidden", "gate_init_bias", "gate_combine", "gate_task",
-                     "gate_logit_cap", "gate_input", "gate_learning_rate")
+STAGE2_MTA_FIELDS = tuple(GateFields.model_fields)  # what stage 2 sets in the stage-1 MTA config
 
 
 def stage2_mta_config(stage1: MTAConfig, options: Stage2MTAConfig) -> MTAConfig:

@@ -133,6 +133,24 @@ def test_limits_apply_to_stage2_and_eval_configs():
     assert parse_set(["a.b=no"]) == {"a": {"b": "no"}}
 
 
+def test_duplicate_tasks_and_task_only_token_options_are_refused_in_every_config():
+    two = "tasks: [{name: a, kind: generate}, {name: a, kind: generate}]\n"
+    for text, cls in ((two, AlterConfig), (two, EvalConfig)):
+        with pytest.raises(ConfigError, match="task name 'a' declared twice"):
+            resolve_config(text, "c.yaml", [], cls)
+    # the gate fields (and their checks) are one definition shared by the stage-1 and stage-2 configs
+    for text, cls in ((TASKS, AlterConfig), ("stage1: x\n", Stage2Config)):
+        for bad in ("mta.gate_input=hidden", "mta.gate_logit_cap=2.0"):
+            with pytest.raises(ConfigError, match="mta.gate_task: task_only has none"):
+                resolve_config(text, "c.yaml", ["mta.gate_task=task_only", bad], cls)
+    from alter_cli.stage2 import STAGE2_MTA_FIELDS
+    s2 = resolve_config("stage1: x\n", "s2.yaml", [], Stage2Config).mta
+    assert (s2.num_shared_experts, s2.gate_task) == (2, "bias")  # stage 2's own defaults ...
+    s1 = cfg("").mta
+    assert (s1.num_shared_experts, s1.gate_task) == (0, "none")  # ... a stage-1 config has no shared experts
+    assert set(STAGE2_MTA_FIELDS) < set(type(s2).model_fields) and set(STAGE2_MTA_FIELDS) < set(type(s1).model_fields)
+
+
 def test_sampling_temperature_extremes_are_limits_not_nan():
     ids = [0, 0, 0, 1, 2, 2, 2]
     tiny = task_probabilities(ids, 4, 1e-300)
