@@ -191,12 +191,13 @@ def mta_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if is_mta_param(k)}
 
 
-def set_trainable(model: nn.Module, stage: int, unfreeze_backbone: bool = False, tune_selector: bool = False) -> int:
+def set_trainable(model: nn.Module, stage: int, unfreeze_backbone: bool = False, tune_selector: bool = False,
+                  tune_task_experts: bool = False) -> int:
     """Freeze/unfreeze by stage; returns the number of trainable parameters.
 
     stage 1: task experts + selector (backbone too if unfreeze_backbone, except FFNs an MTA layer
     replaces, which would get no gradient). stage 2: shared experts + gate (+ selector if
-    tune_selector); backbone, task experts frozen. Raises ValueError for another stage or a
+    tune_selector, + task experts if tune_task_experts); the backbone frozen. Raises ValueError for another stage or a
     stage 2 without shared experts.
     """
     if stage not in (1, 2):
@@ -219,6 +220,7 @@ def set_trainable(model: nn.Module, stage: int, unfreeze_backbone: bool = False,
             layer.shared.requires_grad_(True)
             layer.gate_net.requires_grad_(True)
             layer.selector.requires_grad_(tune_selector)
+            layer.experts.requires_grad_(tune_task_experts)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -196,7 +196,7 @@ def _set_up_model(cfg: Any, stage: int, setup_model: Callable[[Any], ModelBundle
     if bundle.adapter is not None:
         n_trainable = bundle.adapter.set_trainable(bundle.model)
     else:
-        n_trainable = set_trainable(bundle.model, stage, tc.unfreeze_backbone, getattr(tc, "tune_selector", False))
+        n_trainable = set_trainable(bundle.model, stage, tc.unfreeze_backbone, tc.tune_selector, tc.tune_task_experts)
     if n_trainable == 0:
         raise TrainingError("no trainable parameters")
     if hasattr(bundle.model.config, "use_cache"):

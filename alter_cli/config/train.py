@@ -168,6 +168,8 @@ class TrainConfig(_Strict):
     turns it on, `accelerate launch --use_fsdp --fsdp_version 2` or an FSDP config file, else DDP),
     `ddp`, or `fsdp` (FSDP2 under any multi-process launch). Under FSDP every MTA layer is a wrap unit
     of its own and checkpoints are the same full files as under DDP (`alter_cli.distributed`).
+    tune_selector / tune_task_experts: stage 2 also trains stage 1's selector / task experts (both
+    frozen by default, spec section 1; `alter_cli.inject.set_trainable`). Stage 1 trains both anyway.
     """
 
     max_steps: Samples = Field(100, ge=1)
@@ -184,6 +186,7 @@ class TrainConfig(_Strict):
     save_every: Samples = Field(0, ge=0)
     unfreeze_backbone: bool = False
     tune_selector: bool = False
+    tune_task_experts: bool = False
     gradient_checkpointing: bool = False
     """Non-reentrant activation checkpointing of every transformer block (default off)."""
     distributed: Literal["auto", "ddp", "fsdp"] = "auto"

@@ -47,10 +47,11 @@ def _batch(tokenizer, registry):
     return Collator(tokenizer.pad_token_id)([ds[i] for i in range(len(ds))])
 
 
-@pytest.mark.parametrize("tune_selector", [False, True])
-def test_stage2_changes_only_shared_experts_and_gate(tune_selector, stage1_ckpt, synthetic_jsonl, tmp_path):
+@pytest.mark.parametrize(("tune_selector", "tune_task_experts"), [(False, False), (True, False), (False, True)])
+def test_stage2_changes_only_shared_experts_and_gate(tune_selector, tune_task_experts, stage1_ckpt, synthetic_jsonl,
+                                                     tmp_path):
     cfg = _stage2_cfg(stage1_ckpt, synthetic_jsonl, {"gate_regularizer": "load_balancing"},
-                      tune_selector=tune_selector)
+                      tune_selector=tune_selector, tune_task_experts=tune_task_experts)
     wiring = Stage2Wiring(cfg)
     records: list[dict] = []
 
@@ -67,13 +68,15 @@ def test_stage2_changes_only_shared_experts_and_gate(tune_selector, stage1_ckpt,
     assert before.keys() == after.keys()
     stage2_only = {k for k in after if ".shared." in k or ".gate_net." in k}
     selector = {k for k in after if k.endswith(".selector")}
-    assert stage2_only and selector
+    experts = {k for k in after if "alter_mta.experts." in k}
+    assert stage2_only and selector and experts
     for k in after:
-        if k in stage2_only or (tune_selector and k in selector):
+        if k in stage2_only or (tune_selector and k in selector) or (tune_task_experts and k in experts):
             continue
-        assert torch.equal(before[k], after[k]), k  # backbone, task experts (and selector) bitwise unchanged
+        assert torch.equal(before[k], after[k]), k  # backbone, task experts, selector bitwise unchanged unless tuned
     assert all(not torch.equal(before[k], after[k]) for k in stage2_only if k.endswith("shared.up"))
     assert any(not torch.equal(before[k], after[k]) for k in selector) == tune_selector
+    assert any(not torch.equal(before[k], after[k]) for k in experts) == tune_task_experts
     # gate statistics logged on every log step: per path, per task, entropy
     rec = records[-1]
     assert sum(rec[f"gate_{j}"] for j in range(3)) == pytest.approx(1.0, abs=1e-6)
@@ -213,11 +216,12 @@ def test_residual_gate_combine_starts_at_stage1_and_mixes_paths(stage1_ckpt):
     assert not torch.allclose(y, (g[..., None] * paths).sum(-2), atol=1e-4)  # not the convex mixture
 
 
-@pytest.mark.parametrize("cap,gate_input", [(None, "paths"), (0.5, "paths"), (None, "hidden")])
-def test_residual_stage2_trains_saves_and_reloads(cap, gate_input, stage1_ckpt, synthetic_jsonl, tmp_path):
+@pytest.mark.parametrize("cap,gate_input,tune", [(None, "paths", False), (0.5, "paths", False),
+                                                 (None, "hidden", False), (None, "paths", True)])
+def test_residual_stage2_trains_saves_and_reloads(cap, gate_input, tune, stage1_ckpt, synthetic_jsonl, tmp_path):
     cfg = _stage2_cfg(stage1_ckpt, synthetic_jsonl,
                       {"gate_combine": "residual", "gate_init_bias": 0.0, "gate_logit_cap": cap,
-                       "gate_input": gate_input})
+                       "gate_input": gate_input}, tune_task_experts=tune)
     wiring = Stage2Wiring(cfg)
     ex = _examples(synthetic_jsonl, load_checkpoint(stage1_ckpt).registry)
     run_training(cfg, 2, train_examples=ex, out_dir=tmp_path / "s2", setup_model=wiring.setup_model,
