@@ -136,7 +136,11 @@ def test_reloaded_baseline_has_the_trained_logits_and_differs_from_base(lora_run
     # the PEFT adapter folder is usable by PEFT itself (its own format)
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(load_base_model(str(tiny_llama_dir)).model.eval(), str(lora_run["lora"]))
+    from alter_cli.quiet import peft_quietly
+
+    with peft_quietly():  # PEFT reads transformers' deprecated is_gradient_checkpointing (a FutureWarning)
+        peft_model = PeftModel.from_pretrained(load_base_model(str(tiny_llama_dir)).model.eval(),
+                                               str(lora_run["lora"]))
     with torch.no_grad():
         assert torch.equal(peft_model(input_ids=ids).logits, a)
 
