@@ -18,14 +18,14 @@ pick() { $PY -c "import sys; print(sys.argv[3] if float(sys.argv[1]) >= float(sy
 choice() { sed -n "s/^$1=//p" "$CHOICES"; }  # the value of key $1 in the choices file $CHOICES
 sfx() { [ "$1" = "$LR0" ] && echo "" || echo "-lr$1"; }
 
-stage1() {  # $1 kind, $2 learning rate, $3 seed
-    local name extra=()
-    name="stage1-$1$(sfx "$2")-seed$3"
+stage1() {  # $1 kind, $2 learning rate, $3 seed, $4 (optional) steps instead of S1, named -steps$4
+    local name extra=() steps=${4:-$S1}
+    name="stage1-$1$(sfx "$2")${4:+-steps$4}-seed$3"
     if [ "$1" = lora ]; then extra=(--set mta.expert=lora --set mta.rank=12 --set mta.lora_alpha=24.0); fi
     [ -e "$ROOT/$name/.done" ] && return 0
-    log "stage 1 $1 lr $2 seed $3"
+    log "stage 1 $1 lr $2 seed $3, $steps steps"
     $ALTER train-stage1 $TRAIN --out "$ROOT/$name" "${data[@]}" --set train.seed="$3" \
-        --set train.max_steps="$S1" --set train.learning_rate="$2" \
+        --set train.max_steps="$steps" --set train.learning_rate="$2" \
         --set "mta.selector_learning_rate=$($PY -c "print(5 * $2)")" "${extra[@]}" --overwrite
     touch "$ROOT/$name/.done"
 }

@@ -35,6 +35,7 @@ def _run(script: str, tmp_path: Path, **env) -> subprocess.CompletedProcess:
     ("compare_stage2_variants.sh", {"MIX": "squad"}, "error: MIX must be bbc or lexicon, got 'squad'"),
     ("compare_gate_input.sh", {"MIX": "squad"}, "error: MIX must be bbc or lexicon, got 'squad'"),
     ("compare_gate_input.sh", {"K": "x"}, "error: K must be a positive integer, got 'x'"),
+    ("compare_stage1_steps.sh", {"MIX": "squad"}, "error: MIX must be bbc or lexicon, got 'squad'"),
     ("compare_gate_input.sh", {"VARIANT": "hidden"},
      "error: VARIANT must read name:key=value[,key=value], got 'hidden'"),
     ("compare_gate_input.sh", {"VARIANT": "a/b:mta.gate=pooled"},
@@ -79,7 +80,7 @@ if args[0] == "eval":
     names += [os.path.basename(x.strip()) for x in sets["compare"].strip("[]").split(",")]
     with open(os.path.join(out, "comparison.csv"), "w") as f:
         f.write("task,kind," + ",".join(names) + "\\n")
-        f.write("macro_average,," + ",".join(str(0.1 * (i + 1)) for i in range(len(names))) + "\\n")
+        f.write("macro_average,," + ",".join(str((i + 1) / 10) for i in range(len(names))) + "\\n")
 """
 
 
@@ -104,6 +105,34 @@ def test_gate_input_variant_overrides_reach_stage2_and_scale_with_the_learning_r
     assert f"--out {root}/val-glr10 " in ev and f"data.eval={root}/data/validation.jsonl" in ev.split()
     assert (root / "val-glr10" / "macro.txt").read_text().splitlines()[1:] == [
         "shipped_seed1=0.1", "glr10_seed1=0.2"]
+
+
+def test_stage1_steps_trains_stage1_for_the_whole_budget_and_scores_validation(tmp_path):
+    root = tmp_path / "out"
+    for run in ("stage2-hydra_lora-lr6.0e-3-bias-seed1", "stage2-hydra_lora-lr6.0e-3-bias-tune_experts-seed1"):
+        (root / run).mkdir(parents=True)
+        (root / run / ".done").touch()
+    fake = tmp_path / "alter"
+    fake.write_text(_FAKE_ALTER)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.txt"
+    env = dict(SEEDS="1", ALTER=str(fake), PY="python3", FAKE_LOG=str(log))
+    missing = _run("compare_stage1_steps.sh", tmp_path, SEEDS="1", VARIANTS="nope")
+    assert missing.returncode == 2
+    assert missing.stderr == (f"error: {root}/stage2-hydra_lora-lr6.0e-3-bias-nope-seed1 is not finished (run "
+                              "bench/compare_budget.sh and bench/compare_gate_input.sh first)\n")
+    proc = _run("compare_stage1_steps.sh", tmp_path, **env)
+    assert proc.returncode == 0, proc.stderr
+    train, ev = log.read_text().splitlines()
+    assert train.startswith(f"train-stage1 configs/alter/lexicon-compare-train.yaml "
+                            f"--out {root}/stage1-hydra_lora-lr6.0e-3-steps240-seed1 ")
+    assert "train.max_steps=240" in train.split()  # K=2: 160 + 80, the whole stage-1 + stage-2 budget
+    assert "mta.selector_learning_rate=0.03" in train.split()  # as every stage 1 of the comparison
+    assert f"--out {root}/val-stage1-steps240 " in ev and f"data.eval={root}/data/validation.jsonl" in ev.split()
+    assert (root / "val-stage1-steps240" / "macro.txt").read_text().splitlines()[1:] == [
+        "shipped_seed1=0.1", "stage1_steps240_seed1=0.2", "tune_experts_seed1=0.3"]
+    assert _run("compare_stage1_steps.sh", tmp_path, **env).returncode == 0  # resumes: nothing is rerun
+    assert len(log.read_text().splitlines()) == 2
 
 
 def _lib(tmp_path: Path, root: str, body: str) -> str:
