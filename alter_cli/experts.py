@@ -177,6 +177,21 @@ class LoRAExperts(nn.Module):
             z = (x @ A.flatten(0, 1).t().to(x.dtype)).unflatten(-1, (self.num_experts, self.rank))
         return self.scaling * torch.einsum("...er,eor->...eo", z, B.to(x.dtype))
 
+    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Every expert's change of the FFN output, FFN_k(x) − FFN(x), shape (N, ..., E, d): exactly 0
+        at initialisation (B = 0). The form of a stage-2 shared expert (`MTALayer.add_shared_experts`
+        with kind `lora`): a LoRA on the block's FFN, added to the layer output."""
+        ffn = self._get_ffn()
+        h_in = _linear(x, ffn.w_in, ffn.b_in)
+        h = h_in.unsqueeze(-2) + self._delta(x, "in", per_expert=False)  # (..., E, f)
+        if ffn.gated:
+            g = _linear(x, ffn.w_gate, ffn.b_gate)
+            h, h0 = ffn.act(g.unsqueeze(-2) + self._delta(x, "gate", per_expert=False)) * h, ffn.act(g) * h_in
+        else:
+            h, h0 = ffn.act(h), ffn.act(h_in)
+        # FFN_k(x) − FFN(x) = (h_k − h₀) W_outᵀ + s·B_k A_k h_k (the bias cancels)
+        return _linear(h - h0.unsqueeze(-2), ffn.w_out, None) + self._delta(h, "out", per_expert=True)
+
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         ffn = self._get_ffn()
         h = _linear(x, ffn.w_in, ffn.b_in).unsqueeze(-2) + self._delta(x, "in", per_expert=False)

@@ -176,7 +176,8 @@ def add_shared_experts(model: nn.Module, mta_config: MTAConfig) -> list[MTALayer
         layer.add_shared_experts(
             mta_config.num_shared_experts, gate=mta_config.gate, hidden=mta_config.gate_hidden,
             init_bias=mta_config.gate_init_bias, combine=mta_config.gate_combine, task=mta_config.gate_task,
-            logit_cap=mta_config.gate_logit_cap, inputs=mta_config.gate_input,
+            logit_cap=mta_config.gate_logit_cap, inputs=mta_config.gate_input, kind=mta_config.shared_expert,
+            rank=mta_config.shared_rank,
         )
     return layers
 

@@ -194,12 +194,14 @@ class MTALayer(nn.Module):
         self.d_model, self.num_tasks, self.num_experts = d_model, num_tasks, num_experts
         self.expert_kind, self.temperature, self.rank, self.activation = expert, temperature, rank, activation
         self.experts: nn.Module = build_experts(expert, num_experts, d_model, rank, activation, ffn, get_ffn, lora_alpha)
+        self._ffn, self._get_ffn = ffn, get_ffn  # for LoRA-form shared experts (stage 2)
+        self.lora_scale = 1.0 if lora_alpha is None else float(lora_alpha) / rank
         init = torch.full((num_tasks, num_experts), float(other_init))
         for t, own in enumerate(task_to_experts):
             init[t, list(own)] = float(own_init)
         self.selector = nn.Parameter(init)
         self.task_to_experts = [list(own) for own in task_to_experts]
-        self.shared: BottleneckExperts | None = None
+        self.shared: BottleneckExperts | LoRAExperts | None = None
         self.gate_net: GateNetwork | None = None
         self.gate_mode = "token"
         self.gate_combine = "convex"
@@ -241,8 +243,13 @@ class MTALayer(nn.Module):
         task: str = "none",
         logit_cap: float | None = None,
         inputs: str = "paths",
+        kind: str = "bottleneck",
     ) -> None:
-        """Add M shared bottleneck experts (zero-initialised up-projections) and the gate network.
+        """Add M shared experts (zero-initialised up-projections) and the gate network.
+
+        kind: "bottleneck" (d→r→d adapters beside the FFN, r = rank or the layer's rank) or "lora"
+          (each a rank-r LoRA on the block's FFN projections, contributing FFN_j(x) − FFN(x),
+          `LoRAExperts.expert_outputs`; LoRA scale s that of the task experts, lora_alpha / rank).
 
         gate: "token" (gate per token, default) or "pooled" (one gate per sample from the mean over
         the real tokens of the call — the model call's attention mask, caught by `task_context`;
@@ -261,7 +268,7 @@ class MTALayer(nn.Module):
         logit_cap: soft cap c of the gate's token logits (`GateNetwork`; None: no cap).
         inputs: what the gate reads — "paths" (spec: [o₀; …; o_M]) or "hidden" (the layer input x);
           `GateNetwork`.
-        Raises ValueError for M < 1, an unknown gate mode, combine, task mode or inputs, a cap that is not
+        Raises ValueError for M < 1, an unknown kind, gate mode, combine, task mode or inputs, a cap that is not
         positive and finite or given with task "task_only", or when shared experts already exist.
         """
         if num_shared < 1:
@@ -272,8 +279,16 @@ class MTALayer(nn.Module):
             raise ValueError(f"combine must be 'convex' or 'residual', got {combine!r}")
         if self.shared is not None:
             raise ValueError("shared experts already added")
+        if kind not in ("bottleneck", "lora"):
+            raise ValueError(f"shared expert kind must be 'bottleneck' or 'lora', got {kind!r}")
         dev = self.selector.device
-        self.shared = BottleneckExperts(num_shared, self.d_model, rank or self.rank, activation or self.activation).to(dev)
+        r = rank or self.rank
+        if kind == "lora":
+            if self._get_ffn is None or self._ffn is None:
+                raise ValueError("lora shared experts need the block's FFN weights")
+            self.shared = LoRAExperts(num_shared, self._ffn, r, self._get_ffn, self.lora_scale * r).to(dev)
+        else:
+            self.shared = BottleneckExperts(num_shared, self.d_model, r, activation or self.activation).to(dev)
         self.gate_net = GateNetwork(num_shared + 1, self.d_model, hidden, init_bias, self.num_tasks, task,
                                     logit_cap, inputs).to(dev)
         self.gate_mode = gate

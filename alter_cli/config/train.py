@@ -79,6 +79,10 @@ class GateFields(_Strict):
     mixing the task path o₀ with them. Stage 2 sets them (`Stage2MTAConfig`); a stage-1 config has
     none (num_shared_experts 0); `alter_cli.stage2.STAGE2_MTA_FIELDS` lists them.
 
+    shared_expert: the shared experts' form — `bottleneck` (default: d→r→d adapters beside the FFN)
+    or `lora` (each a LoRA on the block's FFN projections adding FFN_j(x) − FFN(x), the task
+    experts' scale s; `alter_cli.experts.LoRAExperts.expert_outputs`); shared_rank: their rank r
+    (null: mta.rank). Both start at exactly 0 output.
     gate: `token` (a gate per token, default) or `pooled` (one gate per sample).
     gate_init_bias: initial gate logit of the task path o₀ (the others start at 0, W₂ at zero), so
     g₀ = e^b / (e^b + M) at start; a large value (≥ 20 in float32) starts exactly on the task path
@@ -98,6 +102,8 @@ class GateFields(_Strict):
     """
 
     num_shared_experts: Experts = Field(0, ge=0)
+    shared_expert: Literal["bottleneck", "lora"] = "bottleneck"
+    shared_rank: Width | None = Field(None, ge=1)
     gate: Literal["token", "pooled"] = "token"
     gate_hidden: Width = Field(64, ge=1)
     gate_init_bias: Logit = 2.0

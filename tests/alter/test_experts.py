@@ -87,6 +87,55 @@ def test_lora_mixture_equals_per_expert_loop(gated, bias):
     torch.testing.assert_close(ex(x, w), ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("gated,bias", [(True, False), (False, True)])
+def test_lora_expert_outputs_are_each_experts_change_of_the_ffn(gated, bias):
+    """The per-expert outputs used by LoRA-form shared experts: FFN_k(x) − FFN(x) with W + s·B_k A_k
+    on every projection (a per-expert loop over the adapted FFNs), exactly 0 while B = 0."""
+    ffn = _ffn(gated=gated, bias=bias)
+    ex = LoRAExperts(3, ffn, 2, lambda: ffn, lora_alpha=4.0)
+    x = torch.randn(2, 4, 8)
+    assert torch.equal(ex.expert_outputs(x), torch.zeros(2, 4, 3, 8))
+    _randomise_b(ex)
+    out = ex.expert_outputs(x)
+    assert out.shape == (2, 4, 3, 8)
+    for k in range(3):
+        adapted = FFNWeights(
+            w_in=ffn.w_in + 2 * ex.lora_B_in[k] @ ex.lora_A_in[k], w_out=ffn.w_out + 2 * ex.lora_B_out[k] @ ex.lora_A_out[k],
+            w_gate=ffn.w_gate + 2 * ex.lora_B_gate[k] @ ex.lora_A_gate[k] if gated else None, act=ffn.act,
+            b_in=ffn.b_in, b_out=ffn.b_out)
+        torch.testing.assert_close(out[..., k, :], _ffn_apply(adapted, x) - _ffn_apply(ffn, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("stage1_kind", ["bottleneck", "hydra_lora"])
+@pytest.mark.parametrize("gate_input", ["paths", "hidden"])
+def test_lora_shared_experts_start_exactly_at_stage1_and_add_their_ffn_change(stage1_kind, gate_input):
+    ffn = _ffn(gated=True)
+    torch.manual_seed(0)
+    layer = MTALayer(8, 2, 2, [[0], [1]], expert=stage1_kind, rank=4, ffn=ffn, get_ffn=lambda: ffn, lora_alpha=8.0)
+    x = torch.randn(2, 5, 8)
+    ids = torch.tensor([1, 0])
+    with torch.no_grad(), task_context(layer, ids):
+        stage1 = layer(x)
+    layer.add_shared_experts(2, rank=3, init_bias=0.0, combine="residual", task="bias", inputs=gate_input, kind="lora")
+    assert isinstance(layer.shared, LoRAExperts) and layer.shared.rank == 3
+    assert layer.shared.scaling == pytest.approx(2.0)  # the task experts' scale 8 / 4, whatever the rank
+    with torch.no_grad(), task_context(layer, ids):
+        assert torch.equal(layer(x), stage1)  # B = 0: stage 2 starts exactly at stage 1
+    _randomise_b(layer.shared)
+    with torch.no_grad(), task_context(layer, ids):
+        y = layer(x)
+        g = layer.last_gate
+    per = layer.shared.expert_outputs(x)
+    torch.testing.assert_close(y, stage1 + (g[..., 1:, None] * per).sum(-2), rtol=1e-5, atol=1e-6)  # y = o₀ + Σ g_j o_j
+    with pytest.raises(ValueError, match="shared experts already added"):
+        layer.add_shared_experts(1, kind="lora")
+    bare = MTALayer(8, 2, 2, [[0], [1]], rank=4)  # built without the block's FFN
+    with pytest.raises(ValueError, match="lora shared experts need the block's FFN weights"):
+        bare.add_shared_experts(1, kind="lora")
+    with pytest.raises(ValueError, match="shared expert kind must be 'bottleneck' or 'lora', got 'ffn_copy'"):
+        bare.add_shared_experts(1, kind="ffn_copy")
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
 @pytest.mark.parametrize("expert", ["hydra_lora", "lora"])
 def test_lora_kinds_give_base_logits_at_init(arch, expert):

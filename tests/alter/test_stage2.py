@@ -216,24 +216,32 @@ def test_residual_gate_combine_starts_at_stage1_and_mixes_paths(stage1_ckpt):
     assert not torch.allclose(y, (g[..., None] * paths).sum(-2), atol=1e-4)  # not the convex mixture
 
 
-@pytest.mark.parametrize("cap,gate_input,tune", [(None, "paths", False), (0.5, "paths", False),
-                                                 (None, "hidden", False), (None, "paths", True)])
-def test_residual_stage2_trains_saves_and_reloads(cap, gate_input, tune, stage1_ckpt, synthetic_jsonl, tmp_path):
+@pytest.mark.parametrize("cap,gate_input,tune,shared", [(None, "paths", False, "bottleneck"),
+                                                        (0.5, "paths", False, "bottleneck"),
+                                                        (None, "hidden", False, "bottleneck"),
+                                                        (None, "paths", True, "bottleneck"),
+                                                        (None, "paths", False, "lora")])
+def test_residual_stage2_trains_saves_and_reloads(cap, gate_input, tune, shared, stage1_ckpt, synthetic_jsonl,
+                                                  tmp_path):
     cfg = _stage2_cfg(stage1_ckpt, synthetic_jsonl,
                       {"gate_combine": "residual", "gate_init_bias": 0.0, "gate_logit_cap": cap,
-                       "gate_input": gate_input}, tune_task_experts=tune)
+                       "gate_input": gate_input, "shared_expert": shared, "shared_rank": 3 if shared == "lora" else None},
+                      tune_task_experts=tune)
     wiring = Stage2Wiring(cfg)
     ex = _examples(synthetic_jsonl, load_checkpoint(stage1_ckpt).registry)
     run_training(cfg, 2, train_examples=ex, out_dir=tmp_path / "s2", setup_model=wiring.setup_model,
                  extra_loss=wiring.extra_loss)
     wiring.close()
     trained = wiring.bundle.model
-    assert all(layer.shared.up.abs().sum() > 0 for layer in mta_layers(trained))  # shared experts learnt
+    learnt = [layer.shared.up if shared == "bottleneck" else layer.shared.lora_B_out for layer in mta_layers(trained)]
+    assert all(w.abs().sum() > 0 for w in learnt)  # shared experts learnt
     ck = load_checkpoint(tmp_path / "s2")
     assert ck.mta_config.gate_combine == "residual"
     assert all(layer.gate_combine == "residual" for layer in mta_layers(ck.model))
     assert ck.mta_config.gate_logit_cap == cap
     assert all(layer.gate_net.logit_cap == cap for layer in mta_layers(ck.model))
+    assert (ck.mta_config.shared_expert, type(mta_layers(ck.model)[0].shared).__name__) == (
+        shared, "LoRAExperts" if shared == "lora" else "BottleneckExperts")
     assert ck.mta_config.gate_input == gate_input
     assert all(layer.gate_net.inputs == gate_input for layer in mta_layers(ck.model))
     batch = _batch(ck.tokenizer, ck.registry)
