@@ -58,6 +58,19 @@ def _exit_interrupted(echo: bool, code: int = 130) -> None:
     os._exit(code)
 
 
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """True when a KeyboardInterrupt is in the chain of causes of `exc`: transformers' lazy imports
+    re-raise whatever stops an import (Ctrl-C included) as ModuleNotFoundError "from" it."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; a usage error (missing argument, unknown option) is one line
     `alter: error: …` with exit code 2."""
@@ -69,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _exit_interrupted(echo=True)
     except ImportError as exc:  # a broken install of one of the extra's packages
+        if caused_by_interrupt(exc):
+            _exit_interrupted(echo=True)
         _error(f"error: cannot import {exc.name or 'a dependency'} ({exc.__class__.__name__}); {INSTALL_HINT}", 2)
     import typer.main
 
@@ -79,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _exit_interrupted(echo=True)
     except Exception as exc:  # noqa: BLE001 - only click's usage errors are handled here
+        if caused_by_interrupt(exc):  # Ctrl-C inside a lazy import, re-raised as another error
+            _exit_interrupted(echo=True)
         if not any(c.__name__ == "UsageError" for c in type(exc).__mro__):
             raise
         if not exc.format_message():  # `alter` alone: the help screen was the answer

@@ -29,3 +29,28 @@ def test_help_screen_has_no_type_noise(command, capsys) -> None:
     assert stop.value.code == 0
     out = capsys.readouterr().out
     assert "KEY=VALUE" in out and "<bool>" not in out and "list[str]" not in out
+
+
+def test_an_interrupt_re_raised_by_a_lazy_import_counts_as_an_interrupt():
+    """transformers' lazy imports turn a Ctrl-C inside an import into ModuleNotFoundError "from" the
+    KeyboardInterrupt; the entry point must still answer "alter: interrupted" (exit 130)."""
+    from alter_cli.entry import caused_by_interrupt
+
+    def chained(outer: BaseException, inner: BaseException, implicit: bool = False) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                if implicit:
+                    raise outer  # noqa: B904 - the implicit __context__ is what is tested
+                raise outer from e
+        except BaseException as got:
+            return got
+
+    assert caused_by_interrupt(chained(ModuleNotFoundError("GenerationMixin"), KeyboardInterrupt()))
+    assert caused_by_interrupt(chained(RuntimeError("x"), KeyboardInterrupt(), implicit=True))
+    assert caused_by_interrupt(KeyboardInterrupt())
+    assert not caused_by_interrupt(chained(ModuleNotFoundError("peft"), ImportError("no peft")))
+    loop = ValueError("loop")
+    loop.__cause__ = loop  # a cyclic chain ends
+    assert not caused_by_interrupt(loop)
