@@ -194,7 +194,7 @@ class MTALayer(nn.Module):
         self.d_model, self.num_tasks, self.num_experts = d_model, num_tasks, num_experts
         self.expert_kind, self.temperature, self.rank, self.activation = expert, temperature, rank, activation
         self.experts: nn.Module = build_experts(expert, num_experts, d_model, rank, activation, ffn, get_ffn, lora_alpha)
-        self._ffn, self._get_ffn = ffn, get_ffn  # for LoRA-form shared experts (stage 2)
+        self._get_ffn = get_ffn  # for LoRA-form shared experts (stage 2)
         self.lora_scale = 1.0 if lora_alpha is None else float(lora_alpha) / rank
         init = torch.full((num_tasks, num_experts), float(other_init))
         for t, own in enumerate(task_to_experts):
@@ -284,9 +284,9 @@ class MTALayer(nn.Module):
         dev = self.selector.device
         r = rank or self.rank
         if kind == "lora":
-            if self._get_ffn is None or self._ffn is None:
+            if self._get_ffn is None:
                 raise ValueError("lora shared experts need the block's FFN weights")
-            self.shared = LoRAExperts(num_shared, self._ffn, r, self._get_ffn, self.lora_scale * r).to(dev)
+            self.shared = LoRAExperts(num_shared, self._get_ffn(), r, self._get_ffn, self.lora_scale * r).to(dev)
         else:
             self.shared = BottleneckExperts(num_shared, self.d_model, r, activation or self.activation).to(dev)
         self.gate_net = GateNetwork(num_shared + 1, self.d_model, hidden, init_bias, self.num_tasks, task,

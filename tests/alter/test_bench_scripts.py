@@ -84,17 +84,22 @@ if args[0] == "eval":
 """
 
 
-def test_gate_input_variant_overrides_reach_stage2_and_scale_with_the_learning_rate(tmp_path):
+def _fake_alter(tmp_path: Path, finished: tuple[str, ...]) -> tuple[Path, dict]:
+    """Finished run folders (.done) under ROOT and a fake alter recording its calls: (ROOT, env)."""
     root = tmp_path / "out"
-    for run in ("stage1-hydra_lora-lr6.0e-3-seed1", "stage2-hydra_lora-lr6.0e-3-bias-seed1"):
+    for run in finished:
         (root / run).mkdir(parents=True)
         (root / run / ".done").touch()
     fake = tmp_path / "alter"
     fake.write_text(_FAKE_ALTER)
     fake.chmod(0o755)
-    log = tmp_path / "calls.txt"
-    proc = _run("compare_gate_input.sh", tmp_path, SEEDS="1", ALTER=str(fake), PY="python3", FAKE_LOG=str(log),
-                VARIANT="glr10:mta.gate_input=hidden,mta.gate_learning_rate=10x")
+    return root, dict(SEEDS="1", ALTER=str(fake), PY="python3", FAKE_LOG=str(tmp_path / "calls.txt"))
+
+
+def test_gate_input_variant_overrides_reach_stage2_and_scale_with_the_learning_rate(tmp_path):
+    root, env = _fake_alter(tmp_path, ("stage1-hydra_lora-lr6.0e-3-seed1", "stage2-hydra_lora-lr6.0e-3-bias-seed1"))
+    log = Path(env["FAKE_LOG"])
+    proc = _run("compare_gate_input.sh", tmp_path, **env, VARIANT="glr10:mta.gate_input=hidden,mta.gate_learning_rate=10x")
     assert proc.returncode == 0, proc.stderr
     train, ev = log.read_text().splitlines()
     assert train.startswith(f"train-stage2 configs/alter/lexicon-compare-stage2.yaml "
@@ -108,15 +113,9 @@ def test_gate_input_variant_overrides_reach_stage2_and_scale_with_the_learning_r
 
 
 def test_stage1_steps_trains_stage1_for_the_whole_budget_and_scores_validation(tmp_path):
-    root = tmp_path / "out"
-    for run in ("stage2-hydra_lora-lr6.0e-3-bias-seed1", "stage2-hydra_lora-lr6.0e-3-bias-tune_experts-seed1"):
-        (root / run).mkdir(parents=True)
-        (root / run / ".done").touch()
-    fake = tmp_path / "alter"
-    fake.write_text(_FAKE_ALTER)
-    fake.chmod(0o755)
-    log = tmp_path / "calls.txt"
-    env = dict(SEEDS="1", ALTER=str(fake), PY="python3", FAKE_LOG=str(log))
+    root, env = _fake_alter(tmp_path, ("stage2-hydra_lora-lr6.0e-3-bias-seed1",
+                                       "stage2-hydra_lora-lr6.0e-3-bias-tune_experts-seed1"))
+    log = Path(env["FAKE_LOG"])
     missing = _run("compare_stage1_steps.sh", tmp_path, SEEDS="1", VARIANTS="nope")
     assert missing.returncode == 2
     assert missing.stderr == (f"error: {root}/stage2-hydra_lora-lr6.0e-3-bias-nope-seed1 is not finished (run "
