@@ -127,6 +127,7 @@ def run_eval(cfg: Any, sources: list[str], text: str, out: Path, overwrite: bool
 
     from .checkpoint import read_checkpoint_meta
     from .data import parse_jsonl
+    from .metrics import constant_answers
     from .output import (
         eval_files,
         is_eval_folder,
@@ -164,4 +165,8 @@ def run_eval(cfg: Any, sources: list[str], text: str, out: Path, overwrite: bool
         files["provenance.json"] = json.dumps(provenance() | {"sources": sources}, sort_keys=True, indent=2) + "\n"
         write_folder(out, files, overwrite=overwrite)
         Console(width=None if sys.stdout.isatty() else 160).print(metrics_table(results))
+        for label, result in results.items():
+            for task, answer, n in constant_answers(result):
+                typer.echo(f"note: {label} answers {answer!r} to all {n} {task!r} examples: its {task} accuracy "
+                           "is that label's share of the targets, not a sign of learning", err=True)
         typer.echo(f"wrote {out}")

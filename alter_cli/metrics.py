@@ -317,6 +317,25 @@ class EvalResult:
     records: list[dict]
 
 
+def constant_answers(result: EvalResult, min_examples: int = 10) -> list[tuple[str, str, int]]:
+    """The classify/nli tasks on which a model gave one and the same label to every example although
+    the targets hold at least two labels: [(task, label, number of examples)], in first-seen task
+    order. Such a task's accuracy is the share of that label among the targets, whatever the inputs
+    (a collapsed classifier; e.g. BBC ``match`` at a learning rate of 6e-3,
+    docs/results/bbc/match-diagnostic). Tasks with fewer than `min_examples` examples are skipped.
+    """
+    seen: dict[str, tuple[set, set, int]] = {}
+    for rec in result.records:
+        if "matched_label" not in rec:
+            continue
+        answers, targets, n = seen.get(rec["task"], (set(), set(), 0))
+        answers.add(rec["matched_label"])
+        targets.add(normalize_text(str(rec["target"])))
+        seen[rec["task"]] = (answers, targets, n + 1)
+    return [(task, next(iter(answers)), n) for task, (answers, targets, n) in seen.items()
+            if n >= min_examples and len(targets) > 1 and len(answers) == 1 and None not in answers]
+
+
 def paired_bootstrap(
     first: EvalResult,
     other: EvalResult,

@@ -212,3 +212,21 @@ def test_paired_bootstrap_exact_cases_and_normal_limit():
     assert metrics.paired_bootstrap(_result(["t"] * n, a), _result(["t"] * n, b), n_resamples=4000, seed=3) == rows
     with pytest.raises(ValueError, match="different samples"):
         metrics.paired_bootstrap(same, _result(tasks[::-1], [0] * 8))
+
+
+def _records(task: str, pairs: list[tuple[str | None, str]]) -> list[dict]:
+    return [{"index": i, "task": task, "input": f"x{i}", "target": t, "prediction": str(a), "matched_label": a,
+             "score": float(a == t)} for i, (a, t) in enumerate(pairs)]
+
+
+def test_constant_answers_flags_a_collapsed_classifier_only():
+    report = metrics.EvalReport(tasks={}, macro_average=0.0, per_sample=[])
+    collapsed = _records("match", [("no", "yes"), ("no", "no")] * 6)  # 12 examples, one answer, two targets
+    mixed = _records("topic", [("a", "a"), ("b", "a")] * 6)
+    one_target = _records("easy", [("a", "a")] * 12)  # every target the same label: one answer is right
+    unmatched = _records("odd", [(None, "yes"), (None, "no")] * 6)  # no label matched: not an answer
+    generated = [{"index": 0, "task": "headline", "input": "x", "target": "t", "prediction": "p", "score": 0.0}] * 12
+    result = metrics.EvalResult(report, collapsed + mixed + one_target + unmatched + generated)
+    assert metrics.constant_answers(result) == [("match", "no", 12)]
+    assert metrics.constant_answers(metrics.EvalResult(report, collapsed[:9])) == []  # below min_examples
+    assert metrics.constant_answers(metrics.EvalResult(report, collapsed[:9]), min_examples=9) == [("match", "no", 9)]
